@@ -1,0 +1,3 @@
+//! The local control plane behind `neon_local`: the repository directory and its config.
+
+pub mod local_env;

@@ -1,0 +1,1 @@
+//! Wire and API types of the pageserver, shared by its clients and tests.

@@ -1,0 +1,1 @@
+//! Wire and API types of the safekeeper, shared by its clients and tests.
