@@ -58,12 +58,7 @@ impl LocalEnv {
             .parent()
             .context("find the directory of neon_local")?
             .to_path_buf();
-        let pg_distrib_dir = match std::env::var_os("POSTGRES_DISTRIB_DIR") {
-            Some(d) => PathBuf::from(d),
-            None => std::env::current_dir()
-                .context("get the current directory")?
-                .join("pg_install"),
-        };
+        let pg_distrib_dir = default_pg_distrib_dir(&neon_distrib_dir)?;
         Ok(LocalEnv {
             pg_distrib_dir,
             neon_distrib_dir,
@@ -95,9 +90,8 @@ impl LocalEnv {
 
     pub fn load(repo: &Path) -> anyhow::Result<LocalEnv> {
         let path = Self::config_path(repo);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("read {} (run `neon_local init` first)", path.display())
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("read {} (run `neon_local init` first)", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
     }
 
@@ -105,4 +99,21 @@ impl LocalEnv {
     pub fn pg_bin_dir(&self) -> PathBuf {
         self.pg_distrib_dir.join("v15").join("bin")
     }
+}
+
+/// `$POSTGRES_DISTRIB_DIR`; else the checkout's `pg_install` when neon_local runs from the
+/// checkout's `target/<profile>/`; else `pg_install` in the current directory.
+fn default_pg_distrib_dir(neon_distrib_dir: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("POSTGRES_DISTRIB_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(checkout) = neon_distrib_dir.parent().and_then(Path::parent) {
+        let candidate = checkout.join("pg_install");
+        if candidate.join("v15").is_dir() {
+            return Ok(candidate);
+        }
+    }
+    Ok(std::env::current_dir()
+        .context("get the current directory")?
+        .join("pg_install"))
 }

@@ -83,8 +83,15 @@ enum DaemonCmd {
     Status,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("neon_local: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let repo = local_env::repo_dir()?;
     match cli.command {
         Command::Init => {
@@ -124,13 +131,19 @@ fn status(repo: &std::path::Path) -> anyhow::Result<()> {
         .arg("--version")
         .output()
         .with_context(|| format!("run {} --version", postgres.display()))?;
-    print!("postgres:         {}", String::from_utf8_lossy(&version.stdout));
-    for bin in ["pageserver", "safekeeper", "storage_broker", "compute_ctl", "pagectl"] {
+    print!(
+        "postgres:         {}",
+        String::from_utf8_lossy(&version.stdout)
+    );
+    for bin in [
+        "pageserver",
+        "safekeeper",
+        "storage_broker",
+        "compute_ctl",
+        "pagectl",
+    ] {
         let present = env.neon_distrib_dir.join(bin).exists();
-        println!(
-            "{bin:<17} {}",
-            if present { "built" } else { "not built" }
-        );
+        println!("{bin:<17} {}", if present { "built" } else { "not built" });
     }
     Ok(())
 }
