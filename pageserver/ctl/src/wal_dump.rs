@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use postgres_ffi::pg_constants::{is_valid_wal_segment_size, WAL_SEGMENT_SIZE, XLOG_PAGE_MAGIC};
+use postgres_ffi::records::decode_main_data;
 use postgres_ffi::waldecoder::{WalDecodeError, WalStreamDecoder};
 use postgres_ffi::walrecord::DecodedWalRecord;
 use postgres_ffi::xlog_utils::{parse_xlog_file_name, segment_start_lsn, XLogLongPageHeaderData};
@@ -35,6 +36,10 @@ pub struct WalDumpArgs {
     /// Stop at this LSN: print only records that end at or before it.
     #[arg(long, value_name = "LSN")]
     pub end: Option<Lsn>,
+    /// Also decode every record's main data with the typed decoders (postgres_ffi::records)
+    /// and fail on the first record whose body does not decode.
+    #[arg(long)]
+    pub check_bodies: bool,
 }
 
 /// A segment file to read.
@@ -67,6 +72,7 @@ pub fn run(
         start,
         first_printed: None,
         last_printed: None,
+        check_bodies: args.check_bodies,
         out,
     };
     let stop = dumper.dump(&segments, end)?;
@@ -190,6 +196,7 @@ struct Dumper<'a, W: Write> {
     start: Lsn,
     first_printed: Option<Lsn>,
     last_printed: Option<Lsn>,
+    check_bodies: bool,
     out: &'a mut W,
 }
 
@@ -228,6 +235,9 @@ impl<W: Write> Dumper<'_, W> {
             match self.decoder.poll_decode() {
                 Ok(Some(rec)) if rec.lsn < self.start => continue,
                 Ok(Some(rec)) => {
+                    if self.check_bodies {
+                        check_body(&rec)?;
+                    }
                     write_record_json(self.out, &rec)?;
                     self.first_printed.get_or_insert(rec.lsn);
                     self.last_printed = Some(rec.lsn);
@@ -237,6 +247,20 @@ impl<W: Write> Dumper<'_, W> {
             }
         }
     }
+}
+
+/// Decodes the record's main data with the typed decoders.
+fn check_body(rec: &DecodedWalRecord) -> anyhow::Result<()> {
+    let h = &rec.header;
+    decode_main_data(h.xl_rmid, h.xl_info, h.xl_xid, &rec.main_data).with_context(|| {
+        format!(
+            "decode the main data of the {} record at {} (info 0x{:02X})",
+            rec.rmgr_name(),
+            rec.lsn,
+            h.xl_info
+        )
+    })?;
+    Ok(())
 }
 
 /// Writes `{"lsn": ..., "end_lsn": ..., "rmgr": ..., "xid": ..., "total_len": ..., "blocks": [...]}`.
