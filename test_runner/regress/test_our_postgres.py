@@ -71,6 +71,8 @@ def test_cargo_neon(repo_root: Path, test_output_dir: Path):
     assert again.returncode != 0
     assert "already exists" in again.stderr
 
-    missing = run_neon_local(repo_root, ["status"], {"NEON_REPO_DIR": str(test_output_dir / "nope")})
+    missing = run_neon_local(
+        repo_root, ["status"], {"NEON_REPO_DIR": str(test_output_dir / "nope")}
+    )
     assert missing.returncode != 0
     assert "neon_local init" in missing.stderr
