@@ -47,6 +47,8 @@ test-python:
 check:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	.venv/bin/ruff check test_runner
+	.venv/bin/ruff format --check test_runner
 
 fmt:
 	cargo fmt --all
