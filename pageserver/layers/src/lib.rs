@@ -14,3 +14,11 @@ pub mod image_layer;
 mod layer_file;
 pub mod layer_name;
 pub mod summary;
+
+// The timeline's layer machinery: in-memory layers, layer map, read path, compaction.
+pub mod compaction;
+pub mod ephemeral_file;
+pub mod inmemory_layer;
+pub mod layer_map;
+pub mod planner;
+pub mod read_path;
