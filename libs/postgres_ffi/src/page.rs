@@ -8,12 +8,14 @@
 
 use utils::lsn::Lsn;
 
-/// Size of a data page (BLCKSZ).
-pub const BLCKSZ: usize = 8192;
+use crate::records::reader::Reader;
+use crate::records::RecordDecodeError;
+
+pub use crate::pg_constants::BLCKSZ;
 /// `SizeOfPageHeaderData`: the header without the line pointer array.
 pub const SIZE_OF_PAGE_HEADER_DATA: usize = 24;
-/// `MAXIMUM_ALIGNOF` on x86-64.
-pub const MAXIMUM_ALIGNOF: u16 = 8;
+/// `MAXIMUM_ALIGNOF` on x86-64, as the type of the page header's offsets.
+pub const MAXIMUM_ALIGNOF: u16 = crate::pg_constants::MAXIMUM_ALIGNOF as u16;
 /// `PG_PAGE_LAYOUT_VERSION`.
 pub const PG_PAGE_LAYOUT_VERSION: u8 = 4;
 
@@ -72,29 +74,29 @@ fn check_len(page: &[u8], need_bytes: usize) -> Result<(), PageError> {
     Ok(())
 }
 
-fn u16_at(page: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([page[off], page[off + 1]])
-}
-
-fn u32_at(page: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([page[off], page[off + 1], page[off + 2], page[off + 3]])
-}
-
 impl PageHeaderData {
     /// Parses the header at the start of `page` (at least 24 bytes).
     pub fn decode(page: &[u8]) -> Result<PageHeaderData, PageError> {
-        check_len(page, SIZE_OF_PAGE_HEADER_DATA)?;
-        let xlogid = u32_at(page, 0);
-        let xrecoff = u32_at(page, 4);
+        // Reading the 24 bytes fails only if the page is shorter than that.
+        Self::read(&mut Reader::new(page)).map_err(|_| PageError::TooShort {
+            need_bytes: SIZE_OF_PAGE_HEADER_DATA,
+            have_bytes: page.len(),
+        })
+    }
+
+    /// Reads the fields in on-disk order.
+    fn read(r: &mut Reader<'_>) -> Result<PageHeaderData, RecordDecodeError> {
+        let xlogid = r.u32("pd_lsn.xlogid")?;
+        let xrecoff = r.u32("pd_lsn.xrecoff")?;
         Ok(PageHeaderData {
             pd_lsn: Lsn((u64::from(xlogid) << 32) | u64::from(xrecoff)),
-            pd_checksum: u16_at(page, 8),
-            pd_flags: u16_at(page, 10),
-            pd_lower: u16_at(page, 12),
-            pd_upper: u16_at(page, 14),
-            pd_special: u16_at(page, 16),
-            pd_pagesize_version: u16_at(page, 18),
-            pd_prune_xid: u32_at(page, 20),
+            pd_checksum: r.u16("pd_checksum")?,
+            pd_flags: r.u16("pd_flags")?,
+            pd_lower: r.u16("pd_lower")?,
+            pd_upper: r.u16("pd_upper")?,
+            pd_special: r.u16("pd_special")?,
+            pd_pagesize_version: r.u16("pd_pagesize_version")?,
+            pd_prune_xid: r.u32("pd_prune_xid")?,
         })
     }
 
@@ -281,6 +283,21 @@ mod tests {
         h.encode_into(&mut copy).unwrap();
         assert_eq!(&copy[..], &page[..24]);
         assert!(PageHeaderData::decode(&page[..23]).is_err());
+    }
+
+    #[test]
+    fn short_page_is_an_error() {
+        let page = initialized_page();
+        for len in [0, 7, 23] {
+            assert_eq!(
+                PageHeaderData::decode(&page[..len]),
+                Err(PageError::TooShort {
+                    need_bytes: SIZE_OF_PAGE_HEADER_DATA,
+                    have_bytes: len
+                })
+            );
+        }
+        assert!(PageHeaderData::decode(&page[..SIZE_OF_PAGE_HEADER_DATA]).is_ok());
     }
 
     #[test]

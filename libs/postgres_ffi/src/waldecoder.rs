@@ -19,6 +19,7 @@ use crate::pg_constants::{
     XLOG_SIZE_OF_XLOG_RECORD, XLP_ALL_FLAGS, XLP_FIRST_IS_CONTRECORD,
     XLP_FIRST_IS_OVERWRITE_CONTRECORD, XLP_LONG_HEADER,
 };
+use crate::records::reader::Reader;
 use crate::walrecord::{
     decode_record, record_crc32c, DecodedWalRecord, RecordDecodeError, XLogRecordHeader,
 };
@@ -468,8 +469,10 @@ impl WalStreamDecoder {
         if self.inbuf.len() < RECORD_HEADER.min(page_remaining) {
             return Ok(Step::NeedMore);
         }
-        let total_len =
-            u32::from_le_bytes([self.inbuf[0], self.inbuf[1], self.inbuf[2], self.inbuf[3]]);
+        // xl_tot_len never crosses a page: records start MAXALIGNed.
+        let Ok(total_len) = Reader::new(&self.inbuf).u32("xl_tot_len") else {
+            return Ok(Step::NeedMore);
+        };
         let mut header_checked = false;
         if let Some(hdr) =
             XLogRecordHeader::from_bytes(&self.inbuf[..page_remaining.min(self.inbuf.len())])

@@ -16,6 +16,8 @@ use crate::pg_constants::{
     XLR_BLOCK_ID_DATA_SHORT, XLR_BLOCK_ID_ORIGIN, XLR_BLOCK_ID_TOPLEVEL_XID, XLR_MAX_BLOCK_ID,
     XLR_RMGR_INFO_MASK,
 };
+use crate::records::reader::Reader;
+use crate::records::RecordDecodeError as MainDataError;
 use crate::relfile::{ForkNumber, RelFileNode};
 
 /// Why a record's body could not be decoded. PostgreSQL treats all of these as invalid WAL.
@@ -67,17 +69,25 @@ impl XLogRecordHeader {
 
     /// Parses the first 24 bytes of `buf`, or returns `None` if it is shorter.
     pub fn from_bytes(buf: &[u8]) -> Option<Self> {
-        let b = buf.get(..Self::SIZE)?;
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let mut prev = [0u8; 8];
-        prev.copy_from_slice(&b[8..16]);
-        Some(XLogRecordHeader {
-            xl_tot_len: u32_at(0),
-            xl_xid: u32_at(4),
-            xl_prev: Lsn(u64::from_le_bytes(prev)),
-            xl_info: b[16],
-            xl_rmid: b[17],
-            xl_crc: u32_at(20),
+        Self::read(&mut Reader::new(buf)).ok()
+    }
+
+    /// Reads the fields (and the two padding bytes before `xl_crc`) in on-disk order.
+    fn read(r: &mut Reader<'_>) -> Result<Self, MainDataError> {
+        let xl_tot_len = r.u32("xl_tot_len")?;
+        let xl_xid = r.u32("xl_xid")?;
+        let xl_prev = r.lsn("xl_prev")?;
+        let xl_info = r.u8("xl_info")?;
+        let xl_rmid = r.u8("xl_rmid")?;
+        r.skip(2, "XLogRecord padding")?;
+        let xl_crc = r.u32("xl_crc")?;
+        Ok(XLogRecordHeader {
+            xl_tot_len,
+            xl_xid,
+            xl_prev,
+            xl_info,
+            xl_rmid,
+            xl_crc,
         })
     }
 
@@ -231,43 +241,37 @@ impl DecodedWalRecord {
     }
 }
 
-/// Little-endian reader over the fragment headers, failing with ShortData at the end.
-struct HeaderCursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
+/// The crate's bounds-checked reader over the fragment headers, reporting any short read as
+/// [`RecordDecodeError::ShortData`] (PostgreSQL's "record with invalid length").
+struct HeaderCursor<'a>(Reader<'a>);
 
 impl HeaderCursor<'_> {
-    fn bytes<const N: usize>(&mut self) -> Result<[u8; N], RecordDecodeError> {
-        let end = self
-            .pos
-            .checked_add(N)
-            .ok_or(RecordDecodeError::ShortData)?;
-        let slice = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(RecordDecodeError::ShortData)?;
-        self.pos = end;
-        let mut out = [0u8; N];
-        out.copy_from_slice(slice);
-        Ok(out)
-    }
-
     fn u8(&mut self) -> Result<u8, RecordDecodeError> {
-        Ok(self.bytes::<1>()?[0])
+        self.0.u8(FRAGMENT_HEADERS).map_err(short_data)
     }
 
     fn u16(&mut self) -> Result<u16, RecordDecodeError> {
-        Ok(u16::from_le_bytes(self.bytes()?))
+        self.0.u16(FRAGMENT_HEADERS).map_err(short_data)
     }
 
     fn u32(&mut self) -> Result<u32, RecordDecodeError> {
-        Ok(u32::from_le_bytes(self.bytes()?))
+        self.0.u32(FRAGMENT_HEADERS).map_err(short_data)
+    }
+
+    fn position(&self) -> usize {
+        self.0.position()
     }
 
     fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.0.remaining_bytes()
     }
+}
+
+/// What [`HeaderCursor`] names in the errors it discards.
+const FRAGMENT_HEADERS: &str = "fragment headers";
+
+fn short_data(_: MainDataError) -> RecordDecodeError {
+    RecordDecodeError::ShortData
 }
 
 /// A block header parsed before its payload location is known.
@@ -308,9 +312,9 @@ pub fn decode_record(
     let body = record
         .get(XLOG_SIZE_OF_XLOG_RECORD..)
         .ok_or(RecordDecodeError::ShortData)?;
-    let mut cursor = HeaderCursor { buf: body, pos: 0 };
+    let mut cursor = HeaderCursor(Reader::new(body));
     let frags = parse_fragment_headers(&mut cursor)?;
-    let mut offset = XLOG_SIZE_OF_XLOG_RECORD + cursor.pos;
+    let mut offset = XLOG_SIZE_OF_XLOG_RECORD + cursor.position();
     let mut take = |len: usize| {
         let slice = record.slice(offset..offset + len);
         offset += len;

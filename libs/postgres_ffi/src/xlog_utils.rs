@@ -14,6 +14,8 @@ use crate::pg_constants::{
     XLOG_SIZE_OF_XLOG_LONG_PHD, XLOG_SIZE_OF_XLOG_RECORD, XLOG_SIZE_OF_XLOG_SHORT_PHD,
     XLP_FIRST_IS_CONTRECORD, XLP_LONG_HEADER,
 };
+use crate::records::reader::Reader;
+use crate::records::RecordDecodeError;
 use crate::walrecord::{record_crc32c, XLogRecordHeader};
 
 /// Errors from parsing WAL page headers and segment file names.
@@ -30,20 +32,6 @@ pub enum XLogFormatError {
     BadSegmentSize(u64),
     #[error("WAL record of {0} bytes is too long to encode")]
     RecordTooLong(usize),
-}
-
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// The header at the start of every WAL page (XLogPageHeaderData, 24 bytes with padding).
@@ -67,14 +55,20 @@ impl XLogPageHeaderData {
 
     /// Parses the first [`Self::SIZE`] bytes of `buf`.
     pub fn from_bytes(buf: &[u8]) -> Result<Self, XLogFormatError> {
-        check_len(buf, Self::SIZE)?;
-        Ok(XLogPageHeaderData {
-            xlp_magic: le_u16(buf, 0),
-            xlp_info: le_u16(buf, 2),
-            xlp_tli: le_u32(buf, 4),
-            xlp_pageaddr: Lsn(le_u64(buf, 8)),
-            xlp_rem_len: le_u32(buf, 16),
-        })
+        parse_header(buf, Self::SIZE, Self::read)
+    }
+
+    /// Reads the fields and the trailing padding, in on-disk order.
+    fn read(r: &mut Reader<'_>) -> Result<Self, RecordDecodeError> {
+        let header = XLogPageHeaderData {
+            xlp_magic: r.u16("xlp_magic")?,
+            xlp_info: r.u16("xlp_info")?,
+            xlp_tli: r.u32("xlp_tli")?,
+            xlp_pageaddr: r.lsn("xlp_pageaddr")?,
+            xlp_rem_len: r.u32("xlp_rem_len")?,
+        };
+        r.skip(4, "XLogPageHeaderData padding")?;
+        Ok(header)
     }
 
     /// Appends the 24-byte encoding (padding zeroed) to `out`.
@@ -128,12 +122,16 @@ impl XLogLongPageHeaderData {
 
     /// Parses the first [`Self::SIZE`] bytes of `buf` (whatever xlp_info says).
     pub fn from_bytes(buf: &[u8]) -> Result<Self, XLogFormatError> {
-        check_len(buf, Self::SIZE)?;
+        parse_header(buf, Self::SIZE, Self::read)
+    }
+
+    /// Reads the standard header, then the long header's fields, in on-disk order.
+    fn read(r: &mut Reader<'_>) -> Result<Self, RecordDecodeError> {
         Ok(XLogLongPageHeaderData {
-            std: XLogPageHeaderData::from_bytes(buf)?,
-            xlp_sysid: le_u64(buf, 24),
-            xlp_seg_size: le_u32(buf, 32),
-            xlp_xlog_blcksz: le_u32(buf, 36),
+            std: XLogPageHeaderData::read(r)?,
+            xlp_sysid: r.u64("xlp_sysid")?,
+            xlp_seg_size: r.u32("xlp_seg_size")?,
+            xlp_xlog_blcksz: r.u32("xlp_xlog_blcksz")?,
         })
     }
 
@@ -153,14 +151,17 @@ impl XLogLongPageHeaderData {
     }
 }
 
-fn check_len(buf: &[u8], needed_bytes: usize) -> Result<(), XLogFormatError> {
-    if buf.len() < needed_bytes {
-        return Err(XLogFormatError::ShortPageHeader {
-            needed_bytes,
-            got_bytes: buf.len(),
-        });
-    }
-    Ok(())
+/// Reads a page header with `read`, which consumes exactly `size_bytes` bytes and so fails
+/// only when `buf` is shorter than that.
+fn parse_header<T>(
+    buf: &[u8],
+    size_bytes: usize,
+    read: fn(&mut Reader<'_>) -> Result<T, RecordDecodeError>,
+) -> Result<T, XLogFormatError> {
+    read(&mut Reader::new(buf)).map_err(|_| XLogFormatError::ShortPageHeader {
+        needed_bytes: size_bytes,
+        got_bytes: buf.len(),
+    })
 }
 
 /// Checks that `seg_size_bytes` is a size PostgreSQL accepts for WAL segments.
@@ -403,7 +404,15 @@ mod tests {
                 got_bytes: 23
             })
         );
-        assert!(XLogLongPageHeaderData::from_bytes(&[0; 39]).is_err());
+        for len in [0, 23, 24, 39] {
+            assert_eq!(
+                XLogLongPageHeaderData::from_bytes(&vec![0; len]),
+                Err(XLogFormatError::ShortPageHeader {
+                    needed_bytes: 40,
+                    got_bytes: len
+                })
+            );
+        }
     }
 
     #[test]

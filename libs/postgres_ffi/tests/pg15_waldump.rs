@@ -5,6 +5,8 @@
 //! and fails (rather than passing silently) when they are missing. PostgreSQL refuses to
 //! run as root, so when the test runs as root the server tools run as user `postgres`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpListener;
@@ -19,6 +21,8 @@ use postgres_ffi::waldecoder::{WalDecodeError, WalStreamDecoder};
 use postgres_ffi::walrecord::{DecodedWalRecord, ImageCompression};
 use postgres_ffi::xlog_utils::{parse_xlog_file_name, segment_start_lsn, XLogPageHeaderData};
 use utils::lsn::Lsn;
+
+use common::drain_records;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const SEG_SIZE: u64 = 16 * 1024 * 1024;
@@ -258,12 +262,8 @@ fn decode_segments(files: &[PathBuf]) -> (Vec<DecodedWalRecord>, Option<WalDecod
             "segments must be consecutive"
         );
         dec.feed_bytes(&fs::read(file).unwrap());
-        loop {
-            match dec.poll_decode() {
-                Ok(Some(rec)) => records.push(rec),
-                Ok(None) => break,
-                Err(e) => return (records, Some(e)),
-            }
+        if let Err(e) = drain_records(&mut dec, &mut records) {
+            return (records, Some(e));
         }
     }
     (records, None)

@@ -125,18 +125,6 @@ fn pg_control_of_fresh_initdb() {
     let fields = dir.controldata();
 
     assert_eq!(
-        cf.system_identifier.to_string(),
-        field(&fields, "Database system identifier")
-    );
-    assert_eq!(
-        cf.pg_control_version.to_string(),
-        field(&fields, "pg_control version number")
-    );
-    assert_eq!(
-        cf.catalog_version_no.to_string(),
-        field(&fields, "Catalog version number")
-    );
-    assert_eq!(
         cf.checkpoint,
         lsn(field(&fields, "Latest checkpoint location"))
     );
@@ -145,37 +133,41 @@ fn pg_control_of_fresh_initdb() {
         cp.redo,
         lsn(field(&fields, "Latest checkpoint's REDO location"))
     );
-    let next_xid = format!("{}:{}", cp.next_xid_epoch(), cp.next_xid_32());
-    assert_eq!(next_xid, field(&fields, "Latest checkpoint's NextXID"));
-    assert_eq!(
-        cp.next_oid.to_string(),
-        field(&fields, "Latest checkpoint's NextOID")
-    );
-    assert_eq!(
-        cp.this_timeline_id.to_string(),
-        field(&fields, "Latest checkpoint's TimeLineID")
-    );
-    assert_eq!(
-        cp.oldest_xid.to_string(),
-        field(&fields, "Latest checkpoint's oldestXID")
-    );
-    assert_eq!(
-        cf.xlog_seg_size.to_string(),
-        field(&fields, "Bytes per WAL segment")
-    );
-    assert_eq!(cf.blcksz.to_string(), field(&fields, "Database block size"));
-    assert_eq!(
-        cf.relseg_size.to_string(),
-        field(&fields, "Blocks per segment of large relation")
-    );
-    assert_eq!(
-        cf.max_connections.to_string(),
-        field(&fields, "max_connections setting")
-    );
-    assert_eq!(
-        cf.data_checksum_version.to_string(),
-        field(&fields, "Data page checksum version")
-    );
+    let expected = [
+        (
+            "Database system identifier",
+            cf.system_identifier.to_string(),
+        ),
+        (
+            "pg_control version number",
+            cf.pg_control_version.to_string(),
+        ),
+        ("Catalog version number", cf.catalog_version_no.to_string()),
+        (
+            "Latest checkpoint's NextXID",
+            format!("{}:{}", cp.next_xid_epoch(), cp.next_xid_32()),
+        ),
+        ("Latest checkpoint's NextOID", cp.next_oid.to_string()),
+        (
+            "Latest checkpoint's TimeLineID",
+            cp.this_timeline_id.to_string(),
+        ),
+        ("Latest checkpoint's oldestXID", cp.oldest_xid.to_string()),
+        ("Bytes per WAL segment", cf.xlog_seg_size.to_string()),
+        ("Database block size", cf.blcksz.to_string()),
+        (
+            "Blocks per segment of large relation",
+            cf.relseg_size.to_string(),
+        ),
+        ("max_connections setting", cf.max_connections.to_string()),
+        (
+            "Data page checksum version",
+            cf.data_checksum_version.to_string(),
+        ),
+    ];
+    for (label, value) in expected {
+        assert_eq!(value, field(&fields, label), "{label}");
+    }
     let nonce: String = cf
         .mock_authentication_nonce
         .iter()

@@ -13,11 +13,10 @@ use pageserver_api::key::{Key, KEY_SIZE_BYTES};
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
-use crate::blob_io::{BlobReader, POINT_READ_BYTES, SCAN_READ_BYTES};
-use crate::disk_btree::BtreeIter;
+use crate::blob_io::{BlobReader, POINT_READ_BYTES};
 use crate::error::LayerError;
-use crate::layer_file::{LayerFileReader, LayerFileWriter};
-use crate::layer_name::{LayerDesc, LayerName};
+use crate::layer_file::{layer_file_accessors, LayerFileReader, LayerFileWriter, LayerScan};
+use crate::layer_name::LayerDesc;
 use crate::summary::{LayerKind, DELTA_INDEX_KEY_BYTES};
 
 type IndexKey = [u8; DELTA_INDEX_KEY_BYTES];
@@ -164,46 +163,14 @@ pub struct DeltaLayer {
     inner: LayerFileReader,
 }
 
+layer_file_accessors!(DeltaLayer);
+
 impl DeltaLayer {
     /// Opens and validates a delta layer file (summary, file size, index root).
     pub fn open(path: &Path) -> Result<Self, LayerError> {
         Ok(DeltaLayer {
             inner: LayerFileReader::open(path, LayerKind::Delta)?,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        self.inner.path()
-    }
-
-    pub fn key_range(&self) -> Range<Key> {
-        self.inner.summary().key_range.clone()
-    }
-
-    pub fn lsn_range(&self) -> Range<Lsn> {
-        self.inner.summary().lsn_range.clone()
-    }
-
-    pub fn tenant_id(&self) -> TenantId {
-        self.inner.summary().tenant_id
-    }
-
-    pub fn timeline_id(&self) -> TimelineId {
-        self.inner.summary().timeline_id
-    }
-
-    /// Number of (key, LSN) entries.
-    pub fn entry_count(&self) -> u64 {
-        self.inner.summary().entry_count
-    }
-
-    /// The name the file's contents call for (compare with the file's actual name).
-    pub fn layer_name(&self) -> LayerName {
-        self.inner.name()
-    }
-
-    pub fn desc(&self) -> LayerDesc {
-        self.inner.desc()
     }
 
     /// Index entries `(lsn, blob ref)` of `key` with LSNs in `lsn_range`, oldest first.
@@ -265,72 +232,48 @@ impl DeltaLayer {
 
     /// All entries in (key, LSN) order, with their values.
     pub fn iter(&self) -> Result<DeltaIter<'_>, LayerError> {
-        let mut it = self.iter_from(Key::MIN)?;
-        it.expected_count = Some(self.entry_count());
-        Ok(it)
+        Ok(DeltaIter(self.scan_from(Key::MIN)?.check_count()))
     }
 
     /// The entries with keys `>= start` in (key, LSN) order, with their values.
     pub fn iter_from(&self, start: Key) -> Result<DeltaIter<'_>, LayerError> {
-        Ok(DeltaIter {
-            layer: self,
-            index: self.inner.tree().iter_from(&index_key(start, Lsn(0)))?,
-            blobs: self.inner.blobs(SCAN_READ_BYTES),
-            seen: 0,
-            expected_count: None,
-            failed: false,
-        })
+        Ok(DeltaIter(self.scan_from(start)?))
     }
+
+    fn scan_from(&self, start: Key) -> Result<LayerScan<'_, DeltaEntry>, LayerError> {
+        LayerScan::new(&self.inner, &index_key(start, Lsn(0)), decode_entry)
+    }
+}
+
+/// Decodes one index entry and reads its value; the entry must lie in the layer's ranges.
+fn decode_entry(
+    file: &LayerFileReader,
+    index_key: &[u8],
+    blob_ref: u64,
+    blobs: &mut BlobReader<'_>,
+) -> Result<DeltaEntry, LayerError> {
+    let (key, lsn) = decode_index_key(index_key);
+    let summary = file.summary();
+    if !summary.key_range.contains(&key) || !summary.lsn_range.contains(&lsn) {
+        return Err(file.corrupt(format!(
+            "index entry {key} @ {lsn} is outside the layer's ranges"
+        )));
+    }
+    Ok(DeltaEntry {
+        key,
+        lsn,
+        will_init: blob_ref & 1 == 1,
+        value: blobs.read(blob_ref >> 1)?,
+    })
 }
 
 /// Iterator over a delta layer's entries; yields an error (then ends) on corruption.
-pub struct DeltaIter<'a> {
-    layer: &'a DeltaLayer,
-    index: BtreeIter<'a>,
-    blobs: BlobReader<'a>,
-    seen: u64,
-    /// For a full scan: the summary's entry count, checked at the end.
-    expected_count: Option<u64>,
-    failed: bool,
-}
-
-impl DeltaIter<'_> {
-    fn next_entry(&mut self) -> Result<Option<DeltaEntry>, LayerError> {
-        let Some((k, blob_ref)) = self.index.next_entry()? else {
-            return match self.expected_count.take() {
-                Some(n) if n != self.seen => Err(self.layer.inner.corrupt(format!(
-                    "index has {} entries, the summary says {n}",
-                    self.seen
-                ))),
-                _ => Ok(None),
-            };
-        };
-        let (key, lsn) = decode_index_key(k);
-        let summary = self.layer.inner.summary();
-        if !summary.key_range.contains(&key) || !summary.lsn_range.contains(&lsn) {
-            return Err(self.layer.inner.corrupt(format!(
-                "index entry {key} @ {lsn} is outside the layer's ranges"
-            )));
-        }
-        self.seen += 1;
-        Ok(Some(DeltaEntry {
-            key,
-            lsn,
-            will_init: blob_ref & 1 == 1,
-            value: self.blobs.read(blob_ref >> 1)?,
-        }))
-    }
-}
+pub struct DeltaIter<'a>(LayerScan<'a, DeltaEntry>);
 
 impl Iterator for DeltaIter<'_> {
     type Item = Result<DeltaEntry, LayerError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let res = self.next_entry().transpose();
-        self.failed = matches!(res, Some(Err(_)));
-        res
+        self.0.next()
     }
 }

@@ -13,11 +13,10 @@ use pageserver_api::key::Key;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
-use crate::blob_io::{BlobReader, POINT_READ_BYTES, SCAN_READ_BYTES};
-use crate::disk_btree::BtreeIter;
+use crate::blob_io::{BlobReader, POINT_READ_BYTES};
 use crate::error::LayerError;
-use crate::layer_file::{LayerFileReader, LayerFileWriter};
-use crate::layer_name::{LayerDesc, LayerName};
+use crate::layer_file::{layer_file_accessors, LayerFileReader, LayerFileWriter, LayerScan};
+use crate::layer_name::LayerDesc;
 use crate::summary::LayerKind;
 
 /// Writes an image layer file. Keys must come in strictly increasing order.
@@ -96,6 +95,8 @@ pub struct ImageLayer {
     inner: LayerFileReader,
 }
 
+layer_file_accessors!(ImageLayer);
+
 impl ImageLayer {
     /// Opens and validates an image layer file (summary, file size, index root).
     pub fn open(path: &Path) -> Result<Self, LayerError> {
@@ -104,44 +105,9 @@ impl ImageLayer {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        self.inner.path()
-    }
-
-    pub fn key_range(&self) -> Range<Key> {
-        self.inner.summary().key_range.clone()
-    }
-
     /// The LSN of the image.
     pub fn lsn(&self) -> Lsn {
         self.inner.summary().lsn_range.start
-    }
-
-    /// `[lsn, lsn + 1)`.
-    pub fn lsn_range(&self) -> Range<Lsn> {
-        self.inner.summary().lsn_range.clone()
-    }
-
-    pub fn tenant_id(&self) -> TenantId {
-        self.inner.summary().tenant_id
-    }
-
-    pub fn timeline_id(&self) -> TimelineId {
-        self.inner.summary().timeline_id
-    }
-
-    /// Number of keys.
-    pub fn entry_count(&self) -> u64 {
-        self.inner.summary().entry_count
-    }
-
-    /// The name the file's contents call for (compare with the file's actual name).
-    pub fn layer_name(&self) -> LayerName {
-        self.inner.name()
-    }
-
-    pub fn desc(&self) -> LayerDesc {
-        self.inner.desc()
     }
 
     /// The value of `key`, or `None` if the layer has no such key.
@@ -154,68 +120,41 @@ impl ImageLayer {
 
     /// All keys and values in key order.
     pub fn iter(&self) -> Result<ImageIter<'_>, LayerError> {
-        let mut it = self.iter_from(Key::MIN)?;
-        it.expected_count = Some(self.entry_count());
-        Ok(it)
+        Ok(ImageIter(self.scan_from(Key::MIN)?.check_count()))
     }
 
     /// The keys `>= start` and their values, in key order.
     pub fn iter_from(&self, start: Key) -> Result<ImageIter<'_>, LayerError> {
-        Ok(ImageIter {
-            layer: self,
-            index: self.inner.tree().iter_from(&start.to_bytes())?,
-            blobs: self.inner.blobs(SCAN_READ_BYTES),
-            seen: 0,
-            expected_count: None,
-            failed: false,
-        })
+        Ok(ImageIter(self.scan_from(start)?))
     }
+
+    fn scan_from(&self, start: Key) -> Result<LayerScan<'_, (Key, Bytes)>, LayerError> {
+        LayerScan::new(&self.inner, &start.to_bytes(), decode_entry)
+    }
+}
+
+/// Decodes one index entry and reads its value; the key must lie in the layer's key range.
+fn decode_entry(
+    file: &LayerFileReader,
+    index_key: &[u8],
+    offset: u64,
+    blobs: &mut BlobReader<'_>,
+) -> Result<(Key, Bytes), LayerError> {
+    let key = Key::from_slice(index_key).expect("18-byte index key");
+    if !file.summary().key_range.contains(&key) {
+        return Err(file.corrupt(format!("index key {key} is outside the layer's key range")));
+    }
+    Ok((key, blobs.read(offset)?))
 }
 
 /// Iterator over an image layer's keys and values; yields an error (then ends) on
 /// corruption.
-pub struct ImageIter<'a> {
-    layer: &'a ImageLayer,
-    index: BtreeIter<'a>,
-    blobs: BlobReader<'a>,
-    seen: u64,
-    /// For a full scan: the summary's entry count, checked at the end.
-    expected_count: Option<u64>,
-    failed: bool,
-}
-
-impl ImageIter<'_> {
-    fn next_entry(&mut self) -> Result<Option<(Key, Bytes)>, LayerError> {
-        let Some((k, offset)) = self.index.next_entry()? else {
-            return match self.expected_count.take() {
-                Some(n) if n != self.seen => Err(self.layer.inner.corrupt(format!(
-                    "index has {} entries, the summary says {n}",
-                    self.seen
-                ))),
-                _ => Ok(None),
-            };
-        };
-        let key = Key::from_slice(k).expect("18-byte index key");
-        if !self.layer.inner.summary().key_range.contains(&key) {
-            return Err(self
-                .layer
-                .inner
-                .corrupt(format!("index key {key} is outside the layer's key range")));
-        }
-        self.seen += 1;
-        Ok(Some((key, self.blobs.read(offset)?)))
-    }
-}
+pub struct ImageIter<'a>(LayerScan<'a, (Key, Bytes)>);
 
 impl Iterator for ImageIter<'_> {
     type Item = Result<(Key, Bytes), LayerError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let res = self.next_entry().transpose();
-        self.failed = matches!(res, Some(Err(_)));
-        res
+        self.0.next()
     }
 }

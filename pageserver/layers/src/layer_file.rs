@@ -1,5 +1,5 @@
-//! What delta and image layer files share: the crash-safe write protocol, and opening and
-//! validating a finished file.
+//! What delta and image layer files share: the crash-safe write protocol, opening and
+//! validating a finished file, scanning its entries and the accessors of its summary.
 //!
 //! A writer appends blobs to a temporary file `<kind>-<random hex>.___temp` (after a
 //! placeholder block 0) while the index B-tree is built into a second, already unlinked,
@@ -18,8 +18,8 @@ use utils::crashsafe::{fsync_dir, TEMP_FILE_SUFFIX};
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
-use crate::blob_io::{write_blob, BlobReader};
-use crate::disk_btree::{max_entries_per_node, BtreeBuilder, BtreeReader};
+use crate::blob_io::{write_blob, BlobReader, SCAN_READ_BYTES};
+use crate::disk_btree::{max_entries_per_node, BtreeBuilder, BtreeIter, BtreeReader};
 use crate::error::LayerError;
 use crate::file_io::{AppendFile, ReadFile, BLOCK_SIZE_BYTES};
 use crate::layer_name::{LayerDesc, LayerName};
@@ -253,5 +253,216 @@ impl LayerFileReader {
 
     pub fn corrupt(&self, reason: String) -> LayerError {
         LayerError::corrupt(self.file.path(), reason)
+    }
+}
+
+/// Turns one index entry of a layer file (index key, index value) into an item, reading
+/// its value with the scan's blob reader; fails if the entry does not fit the file.
+pub(crate) type DecodeEntry<T> =
+    fn(&LayerFileReader, &[u8], u64, &mut BlobReader<'_>) -> Result<T, LayerError>;
+
+/// An in-order scan of a layer file's index that decodes each entry with a [`DecodeEntry`].
+/// A full scan also checks the number of entries against the summary. The scan yields an
+/// error at most once and then ends.
+pub(crate) struct LayerScan<'a, T> {
+    file: &'a LayerFileReader,
+    index: BtreeIter<'a>,
+    blobs: BlobReader<'a>,
+    decode: DecodeEntry<T>,
+    seen: u64,
+    /// For a full scan: the summary's entry count, checked at the end.
+    expected_count: Option<u64>,
+    failed: bool,
+}
+
+impl<'a, T> LayerScan<'a, T> {
+    /// Scans the entries with index keys `>= start`, reading values in windows of
+    /// [`SCAN_READ_BYTES`].
+    pub fn new(
+        file: &'a LayerFileReader,
+        start: &[u8],
+        decode: DecodeEntry<T>,
+    ) -> Result<Self, LayerError> {
+        Ok(LayerScan {
+            file,
+            index: file.tree().iter_from(start)?,
+            blobs: file.blobs(SCAN_READ_BYTES),
+            decode,
+            seen: 0,
+            expected_count: None,
+            failed: false,
+        })
+    }
+
+    /// Makes the scan fail at its end unless it saw exactly the summary's entry count (for
+    /// scans that start before the first entry).
+    pub fn check_count(mut self) -> Self {
+        self.expected_count = Some(self.file.summary().entry_count);
+        self
+    }
+
+    fn next_entry(&mut self) -> Result<Option<T>, LayerError> {
+        let Some((k, v)) = self.index.next_entry()? else {
+            return match self.expected_count.take() {
+                Some(n) if n != self.seen => Err(self.file.corrupt(format!(
+                    "index has {} entries, the summary says {n}",
+                    self.seen
+                ))),
+                _ => Ok(None),
+            };
+        };
+        let item = (self.decode)(self.file, k, v, &mut self.blobs)?;
+        self.seen += 1;
+        Ok(Some(item))
+    }
+}
+
+impl<T> Iterator for LayerScan<'_, T> {
+    type Item = Result<T, LayerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let res = self.next_entry().transpose();
+        self.failed = matches!(res, Some(Err(_)));
+        res
+    }
+}
+
+/// The accessors delta and image layers share, all read from the summary of the
+/// [`LayerFileReader`] in their field `inner`.
+macro_rules! layer_file_accessors {
+    ($layer:ty) => {
+        impl $layer {
+            /// The file's path.
+            pub fn path(&self) -> &std::path::Path {
+                self.inner.path()
+            }
+
+            /// The keys the layer covers.
+            pub fn key_range(&self) -> std::ops::Range<pageserver_api::key::Key> {
+                self.inner.summary().key_range.clone()
+            }
+
+            /// The LSNs the layer covers (`[lsn, lsn + 1)` for an image layer).
+            pub fn lsn_range(&self) -> std::ops::Range<utils::lsn::Lsn> {
+                self.inner.summary().lsn_range.clone()
+            }
+
+            pub fn tenant_id(&self) -> utils::id::TenantId {
+                self.inner.summary().tenant_id
+            }
+
+            pub fn timeline_id(&self) -> utils::id::TimelineId {
+                self.inner.summary().timeline_id
+            }
+
+            /// Number of index entries: (key, LSN) pairs in a delta layer, keys in an image
+            /// layer.
+            pub fn entry_count(&self) -> u64 {
+                self.inner.summary().entry_count
+            }
+
+            /// The name the file's contents call for (compare with the file's actual name).
+            pub fn layer_name(&self) -> $crate::layer_name::LayerName {
+                self.inner.name()
+            }
+
+            pub fn desc(&self) -> $crate::layer_name::LayerDesc {
+                self.inner.desc()
+            }
+        }
+    };
+}
+pub(crate) use layer_file_accessors;
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn key(n: u32) -> Key {
+        Key::MIN.add(n)
+    }
+
+    /// Writes an image layer of keys 1..=3 (value `[n; 10]`) and returns its path.
+    fn write_three(dir: &Path) -> PathBuf {
+        let ids = (TenantId([1; 16]), TimelineId([2; 16]));
+        let mut w = LayerFileWriter::new(dir, LayerKind::Image, ids.0, ids.1).unwrap();
+        for n in 1..=3u32 {
+            let offset = w.write_value(&[n as u8; 10]).unwrap();
+            w.index_append(&key(n).to_bytes(), offset).unwrap();
+        }
+        let desc = w.finish(key(0)..key(10), Lsn(5)..Lsn(6)).unwrap();
+        dir.join(desc.file_name())
+    }
+
+    fn decode_value(
+        _: &LayerFileReader,
+        index_key: &[u8],
+        offset: u64,
+        blobs: &mut BlobReader<'_>,
+    ) -> Result<(Vec<u8>, Bytes), LayerError> {
+        Ok((index_key.to_vec(), blobs.read(offset)?))
+    }
+
+    /// Replaces the summary's entry count (with a valid checksum).
+    fn set_entry_count(path: &Path, entry_count: u64) {
+        let reader = LayerFileReader::open(path, LayerKind::Image).unwrap();
+        let summary = Summary {
+            entry_count,
+            ..reader.summary().clone()
+        };
+        drop(reader);
+        let mut bytes = fs::read(path).unwrap();
+        bytes[..SUMMARY_BYTES].copy_from_slice(&summary.encode());
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn scans_decode_every_entry_from_the_start_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_three(dir.path());
+        let reader = LayerFileReader::open(&path, LayerKind::Image).unwrap();
+        let all: Vec<_> = LayerScan::new(&reader, &[], decode_value)
+            .unwrap()
+            .check_count()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(
+            all[2],
+            (key(3).to_bytes().to_vec(), Bytes::from(vec![3; 10]))
+        );
+        let from_two = LayerScan::new(&reader, &key(2).to_bytes(), decode_value).unwrap();
+        assert_eq!(from_two.count(), 2);
+    }
+
+    #[test]
+    fn full_scan_reports_an_entry_count_mismatch_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_three(dir.path());
+        for wrong_count in [2, 4] {
+            set_entry_count(&path, wrong_count);
+            let reader = LayerFileReader::open(&path, LayerKind::Image).unwrap();
+            let results: Vec<_> = LayerScan::new(&reader, &[], decode_value)
+                .unwrap()
+                .check_count()
+                .collect();
+            assert_eq!(
+                results.len(),
+                4,
+                "three entries, then the error, then the end"
+            );
+            let err = results[3].as_ref().unwrap_err();
+            assert!(err.is_corruption(), "{err}");
+            let want = format!("index has 3 entries, the summary says {wrong_count}");
+            assert!(err.to_string().contains(&want), "{err}");
+            // A partial scan does not check the count.
+            let partial = LayerScan::new(&reader, &[], decode_value).unwrap();
+            assert!(partial.map(|r| r.map(|_| ())).all(|r| r.is_ok()));
+        }
     }
 }

@@ -240,7 +240,7 @@ fn failed_compaction_leaves_no_files_behind() {
     f.read_exact_at(&mut byte, 8192 + value_bytes - 2).unwrap();
     f.write_all_at(&[!byte[0]], 8192 + value_bytes - 2).unwrap();
     drop(f);
-    let before = file_names(dir.path());
+    let before = list_dir(dir.path());
 
     let err = compact_l0(tl(dir.path()), &[a.name.clone(), b.name.clone()], 8 * 1024).unwrap_err();
     match &err {
@@ -248,7 +248,7 @@ fn failed_compaction_leaves_no_files_behind() {
         other => panic!("unexpected error {other}"),
     }
     assert_eq!(
-        file_names(dir.path()),
+        list_dir(dir.path()),
         before,
         "outputs and temporary files removed"
     );
@@ -262,7 +262,7 @@ fn invalid_inputs_are_rejected() {
     let a = write_l0(dir.path(), &model, 1..200);
     let b = write_l0(dir.path(), &model, 100..300);
     let t = tl(dir.path());
-    let before = file_names(dir.path());
+    let before = list_dir(dir.path());
     let invalid = |r: Result<Vec<LayerDesc>, CompactionError>| match r {
         Err(CompactionError::InvalidInput(_)) => {}
         other => panic!("expected InvalidInput, got {other:?}"),
@@ -285,7 +285,7 @@ fn invalid_inputs_are_rejected() {
         ..t
     };
     invalid(compact_l0(other, std::slice::from_ref(&a.name), 8192));
-    assert_eq!(file_names(dir.path()), before);
+    assert_eq!(list_dir(dir.path()), before);
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn image_layers_hold_materialized_values() {
     }
 
     // A failing materialization removes what this call wrote.
-    let before = file_names(dir.path());
+    let before = list_dir(dir.path());
     let failing = |k: Key| -> Result<Option<Bytes>, std::io::Error> {
         if k == key(25) {
             Err(std::io::Error::other("walredo failed"))
@@ -334,7 +334,7 @@ fn image_layers_hold_materialized_values() {
         matches!(err, CompactionError::Materialize { key: k, .. } if k == key(25)),
         "{err}"
     );
-    assert_eq!(file_names(dir.path()), before);
+    assert_eq!(list_dir(dir.path()), before);
 }
 
 #[test]

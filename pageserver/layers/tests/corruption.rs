@@ -45,6 +45,53 @@ fn expect_corruption(e: &LayerError) {
     assert!(e.is_corruption(), "not a corruption error: {e}");
 }
 
+/// The outcome of a read from a possibly damaged file: an error must be a corruption error
+/// and sets `detected`; a value is passed on for comparison with the model.
+fn outcome<T>(res: Result<T, LayerError>, detected: &mut bool) -> Option<T> {
+    match res {
+        Ok(v) => Some(v),
+        Err(e) => {
+            expect_corruption(&e);
+            *detected = true;
+            None
+        }
+    }
+}
+
+/// The layer if it opened (then its summary must be the original one), `None` if it failed
+/// with a corruption error.
+fn open_checked<L>(
+    opened: Result<L, LayerError>,
+    desc_of: impl FnOnce(&L) -> LayerDesc,
+    desc: &LayerDesc,
+) -> Option<L> {
+    let layer = outcome(opened, &mut false)?;
+    assert_eq!(
+        &desc_of(&layer),
+        desc,
+        "an accepted summary must be the original"
+    );
+    Some(layer)
+}
+
+/// Runs a full scan, comparing each item with the next expected one using `same`; a clean
+/// scan must yield exactly the expected items.
+fn scan_matches<T, W>(
+    scan: Result<impl Iterator<Item = Result<T, LayerError>>, LayerError>,
+    expected: impl IntoIterator<Item = W>,
+    same: impl Fn(T, W),
+) -> Result<(), LayerError> {
+    let mut expected = expected.into_iter();
+    for item in scan? {
+        same(item?, expected.next().expect("extra entry"));
+    }
+    assert!(
+        expected.next().is_none(),
+        "entries missing from a clean scan"
+    );
+    Ok(())
+}
+
 /// Flips bytes of `path` one at a time (restoring each) and runs `check`, which returns
 /// whether it saw an error. Positions: the whole summary, then random ones in every region.
 fn flip_and_check(
@@ -85,24 +132,14 @@ fn flip_and_check(
 
 /// Reads everything from a possibly damaged delta layer; returns whether an error was seen.
 fn check_delta(path: &Path, model: &DeltaModel, desc: &LayerDesc, probes: &[Key]) -> bool {
-    let layer = match DeltaLayer::open(path) {
-        Ok(layer) => layer,
-        Err(e) => {
-            expect_corruption(&e);
-            return true;
-        }
+    let Some(layer) = open_checked(DeltaLayer::open(path), DeltaLayer::desc, desc) else {
+        return true;
     };
-    assert_eq!(
-        &layer.desc(),
-        desc,
-        "an accepted summary must be the original"
-    );
     let mut detected = false;
-    let mut expected = model.iter();
-    let mut scan = |layer: &DeltaLayer| -> Result<(), LayerError> {
-        for entry in layer.iter()? {
-            let entry = entry?;
-            let ((key, lsn), (value, will_init)) = expected.next().expect("extra entry");
+    let scanned = scan_matches(
+        layer.iter(),
+        model,
+        |entry, ((key, lsn), (value, will_init))| {
             let want = DeltaEntry {
                 key: *key,
                 lsn: *lsn,
@@ -110,32 +147,18 @@ fn check_delta(path: &Path, model: &DeltaModel, desc: &LayerDesc, probes: &[Key]
                 value: Bytes::copy_from_slice(value),
             };
             assert_eq!(entry, want);
-        }
-        assert!(
-            expected.next().is_none(),
-            "entries missing from a clean scan"
-        );
-        Ok(())
-    };
-    if let Err(e) = scan(&layer) {
-        expect_corruption(&e);
-        detected = true;
-    }
+        },
+    );
+    outcome(scanned, &mut detected);
     let all = Lsn(0)..Lsn::MAX;
+    let older = Lsn(0)..Lsn(0x180_0000);
     for &key in probes {
-        match layer.get_values(key, all.clone()) {
-            Ok(got) => assert_eq!(got, model_values(model, key, all.clone())),
-            Err(e) => {
-                expect_corruption(&e);
-                detected = true;
-            }
+        if let Some(got) = outcome(layer.get_values(key, all.clone()), &mut detected) {
+            assert_eq!(got, model_values(model, key, all.clone()));
         }
-        match layer.get_reconstruct_values(key, Lsn(0)..Lsn(0x180_0000)) {
-            Ok(got) => assert_eq!(got, model_reconstruct(model, key, Lsn(0)..Lsn(0x180_0000))),
-            Err(e) => {
-                expect_corruption(&e);
-                detected = true;
-            }
+        let reconstruct = layer.get_reconstruct_values(key, older.clone());
+        if let Some(got) = outcome(reconstruct, &mut detected) {
+            assert_eq!(got, model_reconstruct(model, key, older.clone()));
         }
     }
     detected
@@ -143,43 +166,21 @@ fn check_delta(path: &Path, model: &DeltaModel, desc: &LayerDesc, probes: &[Key]
 
 /// Reads everything from a possibly damaged image layer; returns whether an error was seen.
 fn check_image(path: &Path, model: &ImageModel, desc: &LayerDesc, probes: &[Key]) -> bool {
-    let layer = match ImageLayer::open(path) {
-        Ok(layer) => layer,
-        Err(e) => {
-            expect_corruption(&e);
-            return true;
-        }
+    let Some(layer) = open_checked(ImageLayer::open(path), ImageLayer::desc, desc) else {
+        return true;
     };
-    assert_eq!(
-        &layer.desc(),
-        desc,
-        "an accepted summary must be the original"
-    );
     let mut detected = false;
-    let mut expected = model.iter();
-    let mut scan = |layer: &ImageLayer| -> Result<(), LayerError> {
-        for entry in layer.iter()? {
-            let (key, value) = entry?;
-            let (want_key, want_value) = expected.next().expect("extra entry");
+    let scanned = scan_matches(
+        layer.iter(),
+        model,
+        |(key, value), (want_key, want_value)| {
             assert_eq!((key, &value[..]), (*want_key, want_value.as_slice()));
-        }
-        assert!(
-            expected.next().is_none(),
-            "entries missing from a clean scan"
-        );
-        Ok(())
-    };
-    if let Err(e) = scan(&layer) {
-        expect_corruption(&e);
-        detected = true;
-    }
+        },
+    );
+    outcome(scanned, &mut detected);
     for &key in probes {
-        match layer.get(key) {
-            Ok(got) => assert_eq!(got.as_deref(), model.get(&key).map(Vec::as_slice)),
-            Err(e) => {
-                expect_corruption(&e);
-                detected = true;
-            }
+        if let Some(got) = outcome(layer.get(key), &mut detected) {
+            assert_eq!(got.as_deref(), model.get(&key).map(Vec::as_slice));
         }
     }
     detected

@@ -7,7 +7,6 @@ use pageserver_api::key::Key;
 use pageserver_layers::delta_layer::{DeltaEntry, DeltaLayer, DeltaLayerWriter};
 use pageserver_layers::error::LayerError;
 use pageserver_layers::image_layer::ImageLayer;
-use pageserver_layers::layer_name::LayerName;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use utils::lsn::Lsn;
@@ -76,16 +75,9 @@ fn random_round_trips_match_the_model() {
         let lsn_range = Lsn(lsns.start)..Lsn(lsns.end);
         let desc = write_delta(dir.path(), &model, lsn_range.clone());
 
-        assert_eq!(list_dir(dir.path()), vec![desc.file_name()]);
+        let path = check_written(dir.path(), &desc);
         assert!(desc.is_delta() && desc.is_l0());
         assert_eq!(desc.lsn_range(), lsn_range);
-        assert_eq!((desc.tenant_id, desc.timeline_id), (TENANT, TIMELINE));
-        let path = dir.path().join(desc.file_name());
-        assert_eq!(
-            desc.file_size_bytes,
-            std::fs::metadata(&path).unwrap().len()
-        );
-        assert_eq!(desc.file_name().parse::<LayerName>().unwrap(), desc.name);
 
         let layer = DeltaLayer::open(&path).unwrap();
         assert_eq!(layer.desc(), desc);

@@ -8,7 +8,6 @@ use pageserver_api::key::Key;
 use pageserver_layers::delta_layer::DeltaLayer;
 use pageserver_layers::error::LayerError;
 use pageserver_layers::image_layer::{ImageLayer, ImageLayerWriter};
-use pageserver_layers::layer_name::LayerName;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use utils::lsn::Lsn;
@@ -57,15 +56,9 @@ fn random_round_trips_match_the_model() {
         let lsn = Lsn(rng.gen_range(1..u64::MAX / 2));
         let desc = write_image(dir.path(), &model, lsn);
 
-        assert_eq!(list_dir(dir.path()), vec![desc.file_name()]);
+        let path = check_written(dir.path(), &desc);
         assert!(!desc.is_delta() && !desc.is_l0());
         assert_eq!(desc.lsn_range(), lsn..Lsn(lsn.0 + 1));
-        let path = dir.path().join(desc.file_name());
-        assert_eq!(
-            desc.file_size_bytes,
-            std::fs::metadata(&path).unwrap().len()
-        );
-        assert_eq!(desc.file_name().parse::<LayerName>().unwrap(), desc.name);
 
         let layer = ImageLayer::open(&path).unwrap();
         assert_eq!(layer.desc(), desc);

@@ -276,7 +276,7 @@ impl Harness {
         *self.map.write().unwrap() = LayerMap::new();
         let dir = self.dir.path();
         assert!(temp_files(dir).is_empty(), "{:?}", temp_files(dir));
-        let ephemeral: Vec<_> = file_names(dir)
+        let ephemeral: Vec<_> = list_dir(dir)
             .into_iter()
             .filter(|n| is_ephemeral_file_name(n))
             .collect();

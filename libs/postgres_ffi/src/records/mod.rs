@@ -47,32 +47,14 @@ pub use xlog::{decode_xlog, ParameterChange, XlogRecord};
 /// PostgreSQL `TimestampTz`: microseconds since 2000-01-01 00:00:00 UTC.
 pub type TimestampTz = i64;
 
-/// Resource manager IDs (access/rmgrlist.h).
+/// Resource manager IDs (access/rmgrlist.h), re-exported from [`crate::pg_constants`].
 pub mod rmgr {
-    pub const RM_XLOG_ID: u8 = 0;
-    pub const RM_XACT_ID: u8 = 1;
-    pub const RM_SMGR_ID: u8 = 2;
-    pub const RM_CLOG_ID: u8 = 3;
-    pub const RM_DBASE_ID: u8 = 4;
-    pub const RM_TBLSPC_ID: u8 = 5;
-    pub const RM_MULTIXACT_ID: u8 = 6;
-    pub const RM_RELMAP_ID: u8 = 7;
-    pub const RM_STANDBY_ID: u8 = 8;
-    pub const RM_HEAP2_ID: u8 = 9;
-    pub const RM_HEAP_ID: u8 = 10;
-    pub const RM_BTREE_ID: u8 = 11;
-    pub const RM_HASH_ID: u8 = 12;
-    pub const RM_GIN_ID: u8 = 13;
-    pub const RM_GIST_ID: u8 = 14;
-    pub const RM_SEQ_ID: u8 = 15;
-    pub const RM_SPGIST_ID: u8 = 16;
-    pub const RM_BRIN_ID: u8 = 17;
-    pub const RM_COMMIT_TS_ID: u8 = 18;
-    pub const RM_REPLORIGIN_ID: u8 = 19;
-    pub const RM_GENERIC_ID: u8 = 20;
-    pub const RM_LOGICALMSG_ID: u8 = 21;
-    /// Highest built-in rmgr ID in PostgreSQL 15.
-    pub const RM_MAX_BUILTIN_ID: u8 = RM_LOGICALMSG_ID;
+    pub use crate::pg_constants::{
+        RM_BRIN_ID, RM_BTREE_ID, RM_CLOG_ID, RM_COMMIT_TS_ID, RM_DBASE_ID, RM_GENERIC_ID,
+        RM_GIN_ID, RM_GIST_ID, RM_HASH_ID, RM_HEAP2_ID, RM_HEAP_ID, RM_LOGICALMSG_ID,
+        RM_MAX_BUILTIN_ID, RM_MULTIXACT_ID, RM_RELMAP_ID, RM_REPLORIGIN_ID, RM_SEQ_ID, RM_SMGR_ID,
+        RM_SPGIST_ID, RM_STANDBY_ID, RM_TBLSPC_ID, RM_XACT_ID, RM_XLOG_ID,
+    };
 }
 
 /// Why a record's main data could not be decoded.

@@ -7,19 +7,11 @@ use super::checkpoint::CheckPoint;
 use super::reader::{fixed_c_string, Reader};
 use super::{RecordDecodeError, TimestampTz};
 
-pub const XLOG_CHECKPOINT_SHUTDOWN: u8 = 0x00;
-pub const XLOG_CHECKPOINT_ONLINE: u8 = 0x10;
-pub const XLOG_NOOP: u8 = 0x20;
-pub const XLOG_NEXTOID: u8 = 0x30;
-pub const XLOG_SWITCH: u8 = 0x40;
-pub const XLOG_BACKUP_END: u8 = 0x50;
-pub const XLOG_PARAMETER_CHANGE: u8 = 0x60;
-pub const XLOG_RESTORE_POINT: u8 = 0x70;
-pub const XLOG_FPW_CHANGE: u8 = 0x80;
-pub const XLOG_END_OF_RECOVERY: u8 = 0x90;
-pub const XLOG_FPI_FOR_HINT: u8 = 0xA0;
-pub const XLOG_FPI: u8 = 0xB0;
-pub const XLOG_OVERWRITE_CONTRECORD: u8 = 0xD0;
+pub use crate::pg_constants::{
+    XLOG_BACKUP_END, XLOG_CHECKPOINT_ONLINE, XLOG_CHECKPOINT_SHUTDOWN, XLOG_END_OF_RECOVERY,
+    XLOG_FPI, XLOG_FPI_FOR_HINT, XLOG_FPW_CHANGE, XLOG_NEXTOID, XLOG_NOOP,
+    XLOG_OVERWRITE_CONTRECORD, XLOG_PARAMETER_CHANGE, XLOG_RESTORE_POINT, XLOG_SWITCH,
+};
 
 /// `MAXFNAMELEN`: size of `xl_restore_point.rp_name`.
 const RESTORE_POINT_NAME_BYTES: usize = 64;

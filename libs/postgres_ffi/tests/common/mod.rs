@@ -104,15 +104,22 @@ pub fn decode_all(
     let mut out = Vec::new();
     for piece in data.chunks(chunk.max(1)) {
         dec.feed_bytes(piece);
-        loop {
-            match dec.poll_decode() {
-                Ok(Some(rec)) => out.push(rec),
-                Ok(None) => break,
-                Err(e) => return (out, Some(e)),
-            }
+        if let Err(e) = drain_records(dec, &mut out) {
+            return (out, Some(e));
         }
     }
     (out, None)
+}
+
+/// Polls `dec` until it needs more input, appending the records it returns to `out`.
+pub fn drain_records(
+    dec: &mut WalStreamDecoder,
+    out: &mut Vec<DecodedWalRecord>,
+) -> Result<(), WalDecodeError> {
+    while let Some(rec) = dec.poll_decode()? {
+        out.push(rec);
+    }
+    Ok(())
 }
 
 /// A record body with block 0 (an LZ4-compressed image with a hole, plus data), block 1

@@ -1,19 +1,23 @@
 //! Helpers shared by the integration tests: random contents, in-memory models, writers.
 #![allow(dead_code)]
 
+mod fs;
+
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use pageserver_api::key::Key;
 use pageserver_layers::delta_layer::{DeltaLayerWriter, LsnValue, ReconstructValues};
 use pageserver_layers::image_layer::ImageLayerWriter;
-use pageserver_layers::layer_name::LayerDesc;
+use pageserver_layers::layer_name::{LayerDesc, LayerName};
 use rand::rngs::StdRng;
 use rand::Rng;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
+
+pub use fs::list_dir;
 
 /// What a delta layer should contain: (key, LSN) → (value, will_init).
 pub type DeltaModel = BTreeMap<(Key, Lsn), (Vec<u8>, bool)>;
@@ -132,12 +136,17 @@ pub fn model_reconstruct(model: &DeltaModel, key: Key, lsns: Range<Lsn>) -> Reco
     }
 }
 
-/// Names of the entries of `dir`, sorted.
-pub fn list_dir(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
+/// Checks what holds for any freshly written layer: it is the only file in `dir`, and its
+/// descriptor has the test ids, the file's size and a name that parses back. Returns the
+/// layer's path.
+pub fn check_written(dir: &Path, desc: &LayerDesc) -> PathBuf {
+    assert_eq!(list_dir(dir), vec![desc.file_name()]);
+    assert_eq!((desc.tenant_id, desc.timeline_id), (TENANT, TIMELINE));
+    let path = dir.join(desc.file_name());
+    assert_eq!(
+        desc.file_size_bytes,
+        std::fs::metadata(&path).unwrap().len()
+    );
+    assert_eq!(desc.file_name().parse::<LayerName>().unwrap(), desc.name);
+    path
 }

@@ -2,6 +2,9 @@
 //! a small timeline harness over real files.
 #![allow(dead_code)]
 
+#[path = "../common/fs.rs"]
+mod fs;
+
 use std::ops::Range;
 use std::path::Path;
 
@@ -12,6 +15,8 @@ use pageserver_layers::layer_name::{LayerDesc, LayerName};
 use utils::crashsafe::TEMP_FILE_SUFFIX;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
+
+pub use fs::list_dir;
 
 pub const TENANT: TenantId = TenantId([3; 16]);
 pub const TIMELINE: TimelineId = TimelineId([4; 16]);
@@ -72,24 +77,15 @@ pub fn image(k: Range<Key>, lsn: u64) -> LayerDesc {
 
 /// Names of the files in `dir` ending with the temporary suffix.
 pub fn temp_files(dir: &Path) -> Vec<String> {
-    file_names(dir)
+    list_dir(dir)
         .into_iter()
         .filter(|n| n.ends_with(TEMP_FILE_SUFFIX))
         .collect()
 }
 
-pub fn file_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
-
 /// The layer files in `dir`, opened and checked as a restarting pageserver would.
 pub fn load_layers(dir: &Path) -> Vec<LayerDesc> {
-    file_names(dir)
+    list_dir(dir)
         .into_iter()
         .filter_map(|n| n.parse::<LayerName>().ok())
         .map(|name| {
