@@ -19,10 +19,17 @@ postgres:
 	scripts/build-postgres.sh
 	$(MAKE) pgxn
 
+# An extension built against another PostgreSQL build (other patches or flags) is rebuilt
+# from clean: its objects may depend on changed headers.
 pgxn:
-	@for ext in $(PGXN_EXTENSIONS); do \
+	@key=$$(cat $(PG_INSTALL)/.neon-build-key); \
+	for ext in $(PGXN_EXTENSIONS); do \
+	  if [ "$$(cat $$ext/.neon-build-key 2>/dev/null)" != "$$key" ]; then \
+	    $(MAKE) -C $$ext PG_CONFIG=$(PG_CONFIG) USE_PGXS=1 -s clean || exit 1; \
+	  fi; \
 	  echo "building $$ext"; \
 	  $(MAKE) -C $$ext PG_CONFIG=$(PG_CONFIG) USE_PGXS=1 -s install || exit 1; \
+	  echo "$$key" > $$ext/.neon-build-key; \
 	done
 
 neon:

@@ -15,6 +15,10 @@ cd "$root"
 # shellcheck source=/dev/null
 . vendor/postgres-v15/SOURCE
 
+# When called from our Makefile, MAKELEVEL would make PostgreSQL's top-level make believe it
+# is a sub-make and skip generating headers (errcodes.h, ...): start afresh.
+unset MAKELEVEL MAKEFLAGS MFLAGS
+
 build_type=${BUILD_TYPE:-debug}
 jobs=${MAKE_JOBS:-$(nproc)}
 case "$build_type" in
@@ -22,7 +26,7 @@ case "$build_type" in
   release) extra_flags="--enable-debug" ;;
   *) echo "build-postgres: BUILD_TYPE must be debug or release, not $build_type" >&2; exit 1 ;;
 esac
-configure_flags="$extra_flags --with-openssl --with-lz4 --with-zstd --with-libxml --with-libxslt --with-icu --with-uuid=e2fs --without-llvm"
+configure_flags="$extra_flags --enable-depend --with-openssl --with-lz4 --with-zstd --with-libxml --with-libxslt --with-icu --with-uuid=e2fs --without-llvm"
 
 install_dir="$root/pg_install/v15"
 src_dir="$root/build/v15-src"
@@ -60,8 +64,14 @@ fi
 [ -f "$tarball" ] || scripts/fetch-postgres-source.sh "$tarball"
 scripts/prepare-postgres-source.sh "$tarball" vendor/postgres-v15/patches "$src_dir"
 
+# --enable-depend makes make track header dependencies, so a patch that changes a header
+# recompiles every file that includes it. New configure flags mean a clean build.
+if [ -d "$obj_dir" ] && [ "$(cat "$obj_dir/.neon-configure-flags" 2>/dev/null)" != "$configure_flags" ]; then
+  echo "build-postgres: configure flags changed, starting a clean build"
+  rm -rf "$obj_dir"
+fi
 mkdir -p "$obj_dir"
-if [ ! -f "$obj_dir/config.status" ] || [ "$(cat "$obj_dir/.neon-configure-flags" 2>/dev/null)" != "$configure_flags" ]; then
+if [ ! -f "$obj_dir/config.status" ]; then
   echo "build-postgres: configure $configure_flags"
   # shellcheck disable=SC2086
   (cd "$obj_dir" && "$src_dir/configure" --prefix="$install_dir" $configure_flags --quiet)
