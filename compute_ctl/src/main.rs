@@ -3,7 +3,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "compute_ctl", version, about = "compute_ctl (not implemented yet)")]
+#[command(
+    name = "compute_ctl",
+    version,
+    about = "compute_ctl (not implemented yet)"
+)]
 struct Args {}
 
 fn main() -> anyhow::Result<()> {

@@ -1,3 +1,4 @@
 //! The local control plane behind `neon_local`: the repository directory and its config.
 
 pub mod local_env;
+pub mod pageserver;

@@ -117,3 +117,86 @@ fn default_pg_distrib_dir(neon_distrib_dir: &Path) -> anyhow::Result<PathBuf> {
         .context("get the current directory")?
         .join("pg_install"))
 }
+
+/// `$NEON_REPO_DIR/branches.toml`: the default tenant and which timeline each branch name
+/// means in each tenant. Written durably (temp file, fsync, rename) after every change.
+///
+/// ```toml
+/// default_tenant_id = "<32 hex>"
+/// [branches]
+/// main = [["<tenant id>", "<timeline id>"]]
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchMappings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_tenant_id: Option<utils::id::TenantId>,
+    #[serde(default)]
+    pub branches:
+        std::collections::BTreeMap<String, Vec<(utils::id::TenantId, utils::id::TimelineId)>>,
+}
+
+impl BranchMappings {
+    pub fn path(repo: &Path) -> PathBuf {
+        repo.join("branches.toml")
+    }
+
+    /// The mappings, empty if the file does not exist yet.
+    pub fn load(repo: &Path) -> anyhow::Result<BranchMappings> {
+        let path = Self::path(repo);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("parse {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BranchMappings::default()),
+            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        }
+    }
+
+    pub fn save(&self, repo: &Path) -> anyhow::Result<()> {
+        let path = Self::path(repo);
+        let text = toml::to_string_pretty(self).context("serialize branch mappings")?;
+        utils::crashsafe::durable_write(&path, text.as_bytes())
+            .with_context(|| format!("write {}", path.display()))
+    }
+
+    /// The timeline of `branch` in `tenant`.
+    pub fn timeline(
+        &self,
+        tenant: utils::id::TenantId,
+        branch: &str,
+    ) -> Option<utils::id::TimelineId> {
+        self.branches
+            .get(branch)?
+            .iter()
+            .find(|(t, _)| *t == tenant)
+            .map(|(_, tl)| *tl)
+    }
+
+    /// The branch name of a timeline, if it has one.
+    pub fn name_of(
+        &self,
+        tenant: utils::id::TenantId,
+        timeline: utils::id::TimelineId,
+    ) -> Option<&str> {
+        self.branches
+            .iter()
+            .find(|(_, v)| v.contains(&(tenant, timeline)))
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Records `branch` → `timeline` in `tenant`; fails if the name is taken in the tenant.
+    pub fn insert(
+        &mut self,
+        tenant: utils::id::TenantId,
+        branch: &str,
+        timeline: utils::id::TimelineId,
+    ) -> anyhow::Result<()> {
+        if let Some(existing) = self.timeline(tenant, branch) {
+            bail!("branch {branch:?} already exists in tenant {tenant} (timeline {existing})");
+        }
+        self.branches
+            .entry(branch.to_string())
+            .or_default()
+            .push((tenant, timeline));
+        Ok(())
+    }
+}

@@ -13,10 +13,15 @@
 
 pub mod apply_neon;
 pub mod basebackup;
+pub mod config;
+pub mod http;
 pub mod import_datadir;
 pub mod import_wal;
 pub mod memstore;
+pub mod metadata;
+pub mod page_service;
 pub mod pg_consts;
 pub mod pgdatadir_mapping;
 pub mod storage_api;
+pub mod tenant;
 pub mod walingest;

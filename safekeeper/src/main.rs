@@ -3,7 +3,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "safekeeper", version, about = "safekeeper (not implemented yet)")]
+#[command(
+    name = "safekeeper",
+    version,
+    about = "safekeeper (not implemented yet)"
+)]
 struct Args {}
 
 fn main() -> anyhow::Result<()> {

@@ -3,7 +3,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "storage_broker", version, about = "storage_broker (not implemented yet)")]
+#[command(
+    name = "storage_broker",
+    version,
+    about = "storage_broker (not implemented yet)"
+)]
 struct Args {}
 
 fn main() -> anyhow::Result<()> {

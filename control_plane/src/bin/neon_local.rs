@@ -3,9 +3,15 @@
 //! The repository lives in `$NEON_REPO_DIR` (default `.neon` in the current directory).
 //! Daemons join the commands as they are built; until then a command says what is missing.
 
+use std::path::Path;
+use std::time::Duration;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use control_plane::local_env::{self, LocalEnv};
+use control_plane::local_env::{self, BranchMappings, LocalEnv};
+use control_plane::pageserver::{PageServerNode, DEFAULT_DEADLINE};
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
 
 #[derive(Parser)]
 #[command(name = "neon_local", version, about = "Run a local Neon cluster")]
@@ -17,11 +23,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the repository directory and its config.
-    Init,
+    Init {
+        /// libpq port of the pageserver.
+        #[arg(long)]
+        pageserver_pg_port: Option<u16>,
+        /// HTTP port of the pageserver.
+        #[arg(long)]
+        pageserver_http_port: Option<u16>,
+    },
     /// Start every daemon of the local cluster.
-    Start,
+    Start {
+        /// How long to wait for each daemon, e.g. `10s`, `500ms`.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        start_timeout: Duration,
+    },
     /// Stop every endpoint, then every daemon.
-    Stop,
+    Stop {
+        /// `fast` (SIGTERM, graceful) or `immediate` (SIGKILL).
+        #[arg(short, long, default_value = "fast")]
+        mode: StopMode,
+    },
     /// Show the repository's configuration and what is installed.
     Status,
     /// Manage tenants.
@@ -35,7 +56,7 @@ enum Command {
     Endpoint(EndpointCmd),
     /// Manage the pageserver.
     #[command(subcommand)]
-    Pageserver(DaemonCmd),
+    Pageserver(PageserverCmd),
     /// Manage safekeepers.
     #[command(subcommand)]
     Safekeeper(DaemonCmd),
@@ -46,8 +67,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TenantCmd {
-    /// Create a tenant.
-    Create,
+    /// Create a tenant and its initial timeline `main` (bootstrapped with initdb).
+    Create {
+        #[arg(long)]
+        tenant_id: Option<TenantId>,
+        /// Id of the initial timeline.
+        #[arg(long)]
+        timeline_id: Option<TimelineId>,
+        /// Make it the default tenant of later commands.
+        #[arg(long)]
+        set_default: bool,
+    },
     /// List tenants.
     List,
 }
@@ -55,11 +85,32 @@ enum TenantCmd {
 #[derive(Subcommand)]
 enum TimelineCmd {
     /// Create a timeline without an ancestor.
-    Create,
+    Create {
+        #[arg(long)]
+        tenant_id: Option<TenantId>,
+        #[arg(long)]
+        timeline_id: Option<TimelineId>,
+        #[arg(long)]
+        branch_name: String,
+    },
     /// Branch a timeline from another one.
-    Branch,
+    Branch {
+        #[arg(long)]
+        tenant_id: Option<TenantId>,
+        #[arg(long)]
+        timeline_id: Option<TimelineId>,
+        #[arg(long)]
+        branch_name: String,
+        #[arg(long, default_value = "main")]
+        ancestor_branch_name: String,
+        #[arg(long)]
+        ancestor_start_lsn: Option<Lsn>,
+    },
     /// Draw the branch tree.
-    List,
+    List {
+        #[arg(long)]
+        tenant_id: Option<TenantId>,
+    },
     /// Import an existing PostgreSQL base backup and WAL.
     Import,
 }
@@ -74,6 +125,49 @@ enum EndpointCmd {
     Stop,
     /// List endpoints.
     List,
+}
+
+#[derive(Subcommand)]
+enum PageserverCmd {
+    /// Start the pageserver.
+    Start {
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        start_timeout: Duration,
+    },
+    /// Stop the pageserver.
+    Stop {
+        #[arg(short, long, default_value = "fast")]
+        mode: StopMode,
+    },
+    /// Stop (gracefully), then start the pageserver.
+    Restart {
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        start_timeout: Duration,
+    },
+    /// Whether the pageserver answers.
+    Status,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum StopMode {
+    Fast,
+    Immediate,
+}
+
+/// `10s`, `500ms`, `2m` or a number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("bad duration {s:?}: use ms, s or m")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -94,31 +188,230 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let repo = local_env::repo_dir()?;
     match cli.command {
-        Command::Init => {
-            let env = LocalEnv::with_defaults()?;
+        Command::Init {
+            pageserver_pg_port,
+            pageserver_http_port,
+        } => {
+            let mut env = LocalEnv::with_defaults()?;
+            if let Some(p) = pageserver_pg_port {
+                env.pageserver.listen_pg_addr = format!("127.0.0.1:{p}");
+            }
+            if let Some(p) = pageserver_http_port {
+                env.pageserver.listen_http_addr = format!("127.0.0.1:{p}");
+            }
             env.init(&repo)?;
             println!("Initialized neon_local repository in {}", repo.display());
             Ok(())
         }
         Command::Status => status(&repo),
-        Command::Start | Command::Stop => {
-            let env = LocalEnv::load(&repo)?;
+        Command::Start { start_timeout } => {
+            let ps = pageserver(&repo)?;
+            ps.start(start_timeout)?;
             println!(
-                "No daemons to run yet (the pageserver, safekeepers and broker arrive in later \
-                 issues). PostgreSQL: {}",
-                env.pg_bin_dir().display()
+                "pageserver started, listening on {} (HTTP {})",
+                ps.pg_addr, ps.http_addr
             );
             Ok(())
         }
-        Command::Tenant(_)
-        | Command::Timeline(_)
-        | Command::Endpoint(_)
-        | Command::Pageserver(_)
-        | Command::Safekeeper(_)
-        | Command::StorageBroker(_) => {
-            bail!("not implemented yet: this command needs the pageserver")
+        Command::Stop { mode } => stop_pageserver(&repo, mode),
+        Command::Pageserver(cmd) => pageserver_cmd(&repo, cmd),
+        Command::Tenant(cmd) => tenant_cmd(&repo, cmd),
+        Command::Timeline(cmd) => timeline_cmd(&repo, cmd),
+        Command::Endpoint(_) | Command::Safekeeper(_) | Command::StorageBroker(_) => {
+            bail!("not implemented yet: this command needs the safekeepers and compute")
         }
     }
+}
+
+fn pageserver(repo: &Path) -> anyhow::Result<PageServerNode> {
+    Ok(PageServerNode::from_env(&LocalEnv::load(repo)?, repo))
+}
+
+fn stop_pageserver(repo: &Path, mode: StopMode) -> anyhow::Result<()> {
+    let ps = pageserver(repo)?;
+    if ps.stop(matches!(mode, StopMode::Immediate), DEFAULT_DEADLINE)? {
+        println!("pageserver stopped");
+    } else {
+        println!("pageserver is not running");
+    }
+    Ok(())
+}
+
+fn pageserver_cmd(repo: &Path, cmd: PageserverCmd) -> anyhow::Result<()> {
+    let ps = pageserver(repo)?;
+    match cmd {
+        PageserverCmd::Start { start_timeout } => {
+            ps.start(start_timeout)?;
+            println!(
+                "pageserver started, listening on {} (HTTP {})",
+                ps.pg_addr, ps.http_addr
+            );
+        }
+        PageserverCmd::Stop { mode } => stop_pageserver(repo, mode)?,
+        PageserverCmd::Restart { start_timeout } => {
+            stop_pageserver(repo, StopMode::Fast)?;
+            ps.start(start_timeout)?;
+            println!("pageserver restarted");
+        }
+        PageserverCmd::Status => match ps.status() {
+            Ok(s) => println!("pageserver {} is running on {}", s["id"], ps.http_addr),
+            Err(e) => bail!("pageserver is not running: {e:#}"),
+        },
+    }
+    Ok(())
+}
+
+/// `--tenant-id`, else the default tenant.
+fn tenant_or_default(repo: &Path, id: Option<TenantId>) -> anyhow::Result<TenantId> {
+    match id {
+        Some(id) => Ok(id),
+        None => BranchMappings::load(repo)?
+            .default_tenant_id
+            .context("no --tenant-id given and no default tenant (tenant create --set-default)"),
+    }
+}
+
+fn tenant_cmd(repo: &Path, cmd: TenantCmd) -> anyhow::Result<()> {
+    let ps = pageserver(repo)?;
+    match cmd {
+        TenantCmd::Create {
+            tenant_id,
+            timeline_id,
+            set_default,
+        } => {
+            let tenant = tenant_id.unwrap_or_else(TenantId::generate);
+            ps.tenant_create(tenant)?;
+            println!("tenant {tenant} successfully created on the pageserver");
+            let timeline = timeline_id.unwrap_or_else(TimelineId::generate);
+            let info = ps.timeline_create(tenant, timeline, None, None)?;
+            let mut maps = BranchMappings::load(repo)?;
+            maps.insert(tenant, "main", timeline)?;
+            if set_default {
+                maps.default_tenant_id = Some(tenant);
+            }
+            maps.save(repo)?;
+            println!(
+                "Created an initial timeline '{timeline}' at Lsn {} for tenant: {tenant}",
+                info.last_record_lsn
+            );
+            if set_default {
+                println!("Setting tenant {tenant} as a default one");
+            }
+        }
+        TenantCmd::List => {
+            for t in ps.tenant_list()? {
+                println!("{} {:?}", t.id, t.state);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn timeline_cmd(repo: &Path, cmd: TimelineCmd) -> anyhow::Result<()> {
+    let ps = pageserver(repo)?;
+    match cmd {
+        TimelineCmd::Create {
+            tenant_id,
+            timeline_id,
+            branch_name,
+        } => {
+            let tenant = tenant_or_default(repo, tenant_id)?;
+            let mut maps = BranchMappings::load(repo)?;
+            if maps.timeline(tenant, &branch_name).is_some() {
+                bail!("branch {branch_name:?} already exists in tenant {tenant}");
+            }
+            let id = timeline_id.unwrap_or_else(TimelineId::generate);
+            let info = ps.timeline_create(tenant, id, None, None)?;
+            maps.insert(tenant, &branch_name, id)?;
+            maps.save(repo)?;
+            println!(
+                "Created timeline '{id}' at Lsn {} for tenant: {tenant}",
+                info.last_record_lsn
+            );
+        }
+        TimelineCmd::Branch {
+            tenant_id,
+            timeline_id,
+            branch_name,
+            ancestor_branch_name,
+            ancestor_start_lsn,
+        } => {
+            let tenant = tenant_or_default(repo, tenant_id)?;
+            let mut maps = BranchMappings::load(repo)?;
+            if maps.timeline(tenant, &branch_name).is_some() {
+                bail!("branch {branch_name:?} already exists in tenant {tenant}");
+            }
+            let ancestor = maps
+                .timeline(tenant, &ancestor_branch_name)
+                .with_context(|| {
+                    format!("no branch {ancestor_branch_name:?} in tenant {tenant}")
+                })?;
+            let id = timeline_id.unwrap_or_else(TimelineId::generate);
+            let info = ps.timeline_create(tenant, id, Some(ancestor), ancestor_start_lsn)?;
+            maps.insert(tenant, &branch_name, id)?;
+            maps.save(repo)?;
+            println!(
+                "Created timeline '{id}' at Lsn {} for tenant: {tenant}. Ancestor timeline: '{ancestor_branch_name}'",
+                info.ancestor_lsn.unwrap_or(info.last_record_lsn)
+            );
+        }
+        TimelineCmd::List { tenant_id } => {
+            let tenant = tenant_or_default(repo, tenant_id)?;
+            let maps = BranchMappings::load(repo)?;
+            let timelines = ps.timeline_list(tenant)?;
+            print!("{}", draw_tree(&timelines, |id| maps.name_of(tenant, id)));
+        }
+        TimelineCmd::Import => bail!("not implemented yet: timeline import"),
+    }
+    Ok(())
+}
+
+/// The branch tree: roots as `(L) <name> [<id>]`, children as `┗━ @<lsn>: <name> [<id>]`
+/// (`┣━` when more siblings follow), indented under their ancestor.
+fn draw_tree<'a>(
+    timelines: &[pageserver_api::models::TimelineInfo],
+    name_of: impl Fn(TimelineId) -> Option<&'a str>,
+) -> String {
+    let name = |id: TimelineId| name_of(id).unwrap_or("<no name>").to_string();
+    let children = |parent: Option<TimelineId>| {
+        let mut v: Vec<_> = timelines
+            .iter()
+            .filter(|t| t.ancestor_timeline_id == parent)
+            .collect();
+        v.sort_by_key(|t| (t.ancestor_lsn, name(t.timeline_id)));
+        v
+    };
+    fn walk<'b>(
+        out: &mut String,
+        node: &'b pageserver_api::models::TimelineInfo,
+        prefix: &str,
+        kids: &dyn Fn(Option<TimelineId>) -> Vec<&'b pageserver_api::models::TimelineInfo>,
+        name: &dyn Fn(TimelineId) -> String,
+    ) {
+        let list = kids(Some(node.timeline_id));
+        for (i, child) in list.iter().enumerate() {
+            let last = i + 1 == list.len();
+            let lsn = child.ancestor_lsn.unwrap_or_default();
+            let branch = if last { "┗━" } else { "┣━" };
+            out.push_str(&format!(
+                "{prefix}{branch} @{lsn}: {} [{}]\n",
+                name(child.timeline_id),
+                child.timeline_id
+            ));
+            let next = format!("{prefix}{}", if last { "    " } else { "┃   " });
+            walk(out, child, &next, kids, name);
+        }
+    }
+    let mut out = String::new();
+    for root in children(None) {
+        out.push_str(&format!(
+            "(L) {} [{}]\n",
+            name(root.timeline_id),
+            root.timeline_id
+        ));
+        walk(&mut out, root, "", &children, &name);
+    }
+    out
 }
 
 fn status(repo: &std::path::Path) -> anyhow::Result<()> {
@@ -146,4 +439,79 @@ fn status(repo: &std::path::Path) -> anyhow::Result<()> {
         println!("{bin:<17} {}", if present { "built" } else { "not built" });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pageserver_api::models::{TimelineInfo, TimelineState};
+
+    fn info(id: TimelineId, ancestor: Option<(TimelineId, u64)>) -> TimelineInfo {
+        TimelineInfo {
+            tenant_id: TenantId([1; 16]),
+            timeline_id: id,
+            ancestor_timeline_id: ancestor.map(|a| a.0),
+            ancestor_lsn: ancestor.map(|a| Lsn(a.1)),
+            last_record_lsn: Lsn(0x100),
+            prev_record_lsn: None,
+            disk_consistent_lsn: Lsn(0x100),
+            initdb_lsn: Lsn(0x10),
+            latest_gc_cutoff_lsn: Lsn(0x10),
+            current_logical_size: 0,
+            current_physical_size: None,
+            pg_version: 15,
+            state: TimelineState::Active,
+        }
+    }
+
+    #[test]
+    fn tree_drawing() {
+        let ids: Vec<TimelineId> = (1..=4u8).map(|i| TimelineId([i; 16])).collect();
+        let tls = vec![
+            info(ids[2], Some((ids[0], 0x50))),
+            info(ids[0], None),
+            info(ids[1], Some((ids[0], 0x40))),
+            info(ids[3], Some((ids[1], 0x60))),
+        ];
+        let names = ["main", "b1", "b2", "b3"];
+        let out = draw_tree(&tls, |id| {
+            ids.iter().position(|i| *i == id).map(|p| names[p])
+        });
+        let expected = format!(
+            "(L) main [{}]\n┣━ @0/40: b1 [{}]\n┃   ┗━ @0/60: b3 [{}]\n┗━ @0/50: b2 [{}]\n",
+            ids[0], ids[1], ids[3], ids[2]
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn branch_mappings_roundtrip() {
+        let dir = std::env::temp_dir().join(format!("neon_local_maps_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = TenantId::generate();
+        let mut maps = BranchMappings::load(&dir).unwrap();
+        assert_eq!(maps, BranchMappings::default());
+        let main = TimelineId::generate();
+        maps.insert(t, "main", main).unwrap();
+        assert!(maps.insert(t, "main", TimelineId::generate()).is_err());
+        maps.insert(TenantId::generate(), "main", TimelineId::generate())
+            .unwrap();
+        maps.default_tenant_id = Some(t);
+        maps.save(&dir).unwrap();
+        let again = BranchMappings::load(&dir).unwrap();
+        assert_eq!(again, maps);
+        assert_eq!(again.timeline(t, "main"), Some(main));
+        assert_eq!(again.name_of(t, main), Some("main"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
