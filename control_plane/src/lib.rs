@@ -2,3 +2,4 @@
 
 pub mod local_env;
 pub mod pageserver;
+pub mod pg_copy;

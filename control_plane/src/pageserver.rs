@@ -17,6 +17,7 @@ use utils::lsn::Lsn;
 use utils::pidfile::{read_pid_file, PidFileState};
 
 use crate::local_env::LocalEnv;
+use crate::pg_copy::PgCopyClient;
 
 /// Node id of the (single) local pageserver.
 pub const PAGESERVER_ID: u64 = 1;
@@ -239,4 +240,45 @@ impl PageServerNode {
     pub fn timeline_list(&self, tenant: TenantId) -> anyhow::Result<Vec<TimelineInfo>> {
         self.send("GET", &format!("/v1/tenant/{tenant}/timeline"), None)
     }
+
+    /// Imports a base backup tar (and a tar of WAL segments up to `end`) into the new
+    /// timeline `id` through the page service; returns when the timeline is durable.
+    pub fn timeline_import(&self, req: &ImportRequest) -> anyhow::Result<()> {
+        let mut client = PgCopyClient::connect(&self.pg_addr, REQUEST_TIMEOUT)?;
+        let (tenant, id, base) = (req.tenant, req.timeline, req.base_lsn);
+        let end = req.wal.as_ref().map_or(base, |(_, end)| *end);
+        let mut base_file = std::fs::File::open(&req.base_tarfile)
+            .with_context(|| format!("opening {}", req.base_tarfile.display()))?;
+        client
+            .copy_in(
+                &format!(
+                    "import basebackup {tenant} {id} {base} {end} {}",
+                    req.pg_version
+                ),
+                &mut base_file,
+            )
+            .context("importing the base backup")?;
+        if let Some((wal_tarfile, end)) = &req.wal {
+            let mut wal_file = std::fs::File::open(wal_tarfile)
+                .with_context(|| format!("opening {}", wal_tarfile.display()))?;
+            client
+                .copy_in(
+                    &format!("import wal {tenant} {id} {base} {end}"),
+                    &mut wal_file,
+                )
+                .context("importing the WAL")?;
+        }
+        Ok(())
+    }
+}
+
+/// What `timeline import` imports.
+pub struct ImportRequest {
+    pub tenant: TenantId,
+    pub timeline: TimelineId,
+    pub base_tarfile: PathBuf,
+    pub base_lsn: Lsn,
+    /// The WAL tar and the LSN to import up to (a record end).
+    pub wal: Option<(PathBuf, Lsn)>,
+    pub pg_version: u32,
 }

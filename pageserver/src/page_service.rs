@@ -4,6 +4,9 @@
 //!   CopyData (Exists, Nblocks, GetPage, DbSize, GetSlruSegment), answered in order;
 //! - `basebackup <tenant_id> <timeline_id> [<lsn>] [--gzip]` and
 //!   `fullbackup <tenant_id> <timeline_id> [<lsn> [<prev_lsn>]]`: CopyOut of a tar;
+//! - `import basebackup <tenant_id> <timeline_id> <base_lsn> <end_lsn> <pg_version>` and
+//!   `import wal <tenant_id> <timeline_id> <start_lsn> <end_lsn>`: CopyIn of a tar, imported
+//!   into a new timeline (see [`crate::tenant::import`]), then CommandComplete;
 //! - `set ...`: ignored (OK);
 //!
 //! anything else gets an ErrorResponse. A failing request gets an error answer; only a broken
@@ -33,6 +36,7 @@ use crate::basebackup::{decide_prev_record, send_basebackup_tarball, BasebackupP
 use crate::http::metrics::METRICS;
 use crate::pgdatadir_mapping::DatadirRead;
 use crate::tenant::mgr::TenantManager;
+use crate::tenant::tar_stream::{ChannelReader, Chunk};
 use crate::tenant::timeline::Timeline;
 
 /// Most concurrent connections; more are refused.
@@ -43,6 +47,9 @@ const COPY_CHUNK_BYTES: usize = 64 * 1024;
 const MAX_BASEBACKUP_BYTES: usize = 4 * 1024 * 1024 * 1024;
 /// Most pagestream responses written before a flush while requests keep arriving.
 const MAX_UNFLUSHED_RESPONSES: usize = 32;
+/// CopyData chunks of an import queued for the importing thread: with the page service's
+/// message size limit this bounds the memory an import stream holds.
+const MAX_QUEUED_IMPORT_CHUNKS: usize = 16;
 /// How long the listener waits for connection tasks to end at shutdown.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -327,6 +334,138 @@ impl PageHandler {
     }
 }
 
+impl PageHandler {
+    /// `import basebackup|wal ...`: parses, checks, then streams the CopyIn into the import.
+    async fn import(
+        &self,
+        pgb: &mut PostgresBackend<TcpStream>,
+        args: &[&str],
+    ) -> Result<(), QueryError> {
+        let ImportArgs {
+            tenant: tid,
+            timeline: tlid,
+            start,
+            end,
+            pg_version,
+        } = parse_import_args(args)?;
+        let tenant = self
+            .state
+            .mgr
+            .get(tid)
+            .map_err(|e| QueryError::sql(SqlState::UNDEFINED_OBJECT, e.to_string()))?;
+        if pg_version.is_some() && tenant.get_timeline(tlid).is_ok() {
+            return Err(QueryError::sql(
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("timeline {tlid} already exists"),
+            ));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(MAX_QUEUED_IMPORT_CHUNKS);
+        let reader = ChannelReader::new(rx);
+        let job = tokio::task::spawn_blocking(move || match pg_version {
+            Some(v) => tenant.import_basebackup(tlid, start, end, v, reader),
+            None => tenant.import_wal(tlid, start, end, reader),
+        });
+        pgb.start_copy_in().await?;
+        let streamed = stream_copy_in(pgb, tx).await;
+        let outcome = job.await.map_err(|e| internal(e.to_string()))?;
+        streamed?;
+        match outcome {
+            Ok(o) => {
+                tracing::info!(tenant = %tid, timeline = %tlid, "import step done: {o:?}");
+                pgb.write_message(&BeMessage::CommandComplete("IMPORT"))
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+}
+
+/// The arguments of `import basebackup` (with a PostgreSQL version) or `import wal`.
+struct ImportArgs {
+    tenant: TenantId,
+    timeline: TimelineId,
+    start: Lsn,
+    end: Lsn,
+    /// `Some` for `import basebackup`.
+    pg_version: Option<u32>,
+}
+
+fn parse_import_args(args: &[&str]) -> Result<ImportArgs, QueryError> {
+    const USAGE: &str = "usage: import basebackup <tenant_id> <timeline_id> <base_lsn> <end_lsn> <pg_version> | import wal <tenant_id> <timeline_id> <start_lsn> <end_lsn>";
+    let kind = args.first().map(|s| s.to_ascii_lowercase());
+    let expected_args = match kind.as_deref() {
+        Some("basebackup") => 6,
+        Some("wal") => 5,
+        _ => return Err(bad(USAGE)),
+    };
+    if args.len() != expected_args {
+        return Err(bad(USAGE));
+    }
+    let parse_lsn = |s: &str| {
+        s.parse::<Lsn>()
+            .map_err(|e| bad(format!("bad LSN {s:?}: {e}")))
+    };
+    let pg_version = args
+        .get(5)
+        .map(|v| {
+            v.parse::<u32>()
+                .map_err(|e| bad(format!("bad pg_version {v:?}: {e}")))
+        })
+        .transpose()?;
+    Ok(ImportArgs {
+        tenant: args[1]
+            .parse()
+            .map_err(|e| bad(format!("bad tenant id: {e}")))?,
+        timeline: args[2]
+            .parse()
+            .map_err(|e| bad(format!("bad timeline id: {e}")))?,
+        start: parse_lsn(args[3])?,
+        end: parse_lsn(args[4])?,
+        pg_version,
+    })
+}
+
+/// Forwards the CopyData of a COPY IN to `tx` until CopyDone (or CopyFail, forwarded as an
+/// error). Once the importer stops listening, the rest of the stream is read and dropped.
+async fn stream_copy_in(
+    pgb: &mut PostgresBackend<TcpStream>,
+    tx: tokio::sync::mpsc::Sender<Chunk>,
+) -> Result<(), QueryError> {
+    let mut listening = true;
+    loop {
+        match pgb.read_message().await? {
+            Some(FeMessage::CopyData(d)) => {
+                if listening && tx.send(Ok(d)).await.is_err() {
+                    listening = false;
+                }
+            }
+            Some(FeMessage::CopyDone) => return Ok(()),
+            Some(FeMessage::CopyFail(reason)) => {
+                let _ = tx
+                    .send(Err(format!("client aborted the COPY: {reason}")))
+                    .await;
+                return Ok(());
+            }
+            Some(FeMessage::Sync) | Some(FeMessage::Flush) => {}
+            Some(other) => {
+                let _ = tx.send(Err("protocol violation during COPY".into())).await;
+                return Err(QueryError::sql(
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("unexpected message during COPY: {other:?}"),
+                ));
+            }
+            None => {
+                let _ = tx.send(Err("connection closed during COPY".into())).await;
+                return Err(QueryError::sql(
+                    SqlState::CONNECTION_FAILURE,
+                    "connection closed during COPY",
+                ));
+            }
+        }
+    }
+}
+
 /// Builds the tar (optionally gzipped "fastest") in memory, bounded by MAX_BASEBACKUP_BYTES.
 fn build_tar(tl: &Timeline, params: BasebackupParams, gzip: bool) -> Result<Vec<u8>, String> {
     let out = BoundedVec(Vec::new());
@@ -433,6 +572,7 @@ impl Handler<TcpStream> for PageHandler {
             }
             Some("basebackup") => self.backup(pgb, &parts[1..], false).await,
             Some("fullbackup") => self.backup(pgb, &parts[1..], true).await,
+            Some("import") => self.import(pgb, &parts[1..]).await,
             Some("set") => {
                 pgb.write_message(&BeMessage::CommandComplete("SET"))
                     .await?;

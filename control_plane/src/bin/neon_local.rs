@@ -3,13 +3,13 @@
 //! The repository lives in `$NEON_REPO_DIR` (default `.neon` in the current directory).
 //! Daemons join the commands as they are built; until then a command says what is missing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use control_plane::local_env::{self, BranchMappings, LocalEnv};
-use control_plane::pageserver::{PageServerNode, DEFAULT_DEADLINE};
+use control_plane::pageserver::{ImportRequest, PageServerNode, DEFAULT_DEADLINE};
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
@@ -111,8 +111,29 @@ enum TimelineCmd {
         #[arg(long)]
         tenant_id: Option<TenantId>,
     },
-    /// Import an existing PostgreSQL base backup and WAL.
-    Import,
+    /// Import an existing PostgreSQL base backup and WAL into a new timeline.
+    Import {
+        #[arg(long)]
+        tenant_id: Option<TenantId>,
+        #[arg(long)]
+        timeline_id: TimelineId,
+        #[arg(long)]
+        branch_name: String,
+        /// Base backup tar (`pg_basebackup -Ft` base.tar).
+        #[arg(long)]
+        base_tarfile: PathBuf,
+        /// Where the backup starts (backup_label START WAL LOCATION).
+        #[arg(long)]
+        base_lsn: Lsn,
+        /// Tar of WAL segments (pg_wal.tar) from the base LSN's segment on.
+        #[arg(long, requires = "end_lsn")]
+        wal_tarfile: Option<PathBuf>,
+        /// LSN to import the WAL up to (the end of a record).
+        #[arg(long, requires = "wal_tarfile")]
+        end_lsn: Option<Lsn>,
+        #[arg(long, default_value_t = 15)]
+        pg_version: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -361,7 +382,37 @@ fn timeline_cmd(repo: &Path, cmd: TimelineCmd) -> anyhow::Result<()> {
             let timelines = ps.timeline_list(tenant)?;
             print!("{}", draw_tree(&timelines, |id| maps.name_of(tenant, id)));
         }
-        TimelineCmd::Import => bail!("not implemented yet: timeline import"),
+        TimelineCmd::Import {
+            tenant_id,
+            timeline_id,
+            branch_name,
+            base_tarfile,
+            base_lsn,
+            wal_tarfile,
+            end_lsn,
+            pg_version,
+        } => {
+            let tenant = tenant_or_default(repo, tenant_id)?;
+            let mut maps = BranchMappings::load(repo)?;
+            if maps.timeline(tenant, &branch_name).is_some() {
+                bail!("branch {branch_name:?} already exists in tenant {tenant}");
+            }
+            let req = ImportRequest {
+                tenant,
+                timeline: timeline_id,
+                base_tarfile,
+                base_lsn,
+                wal: wal_tarfile.zip(end_lsn),
+                pg_version,
+            };
+            ps.timeline_import(&req)?;
+            maps.insert(tenant, &branch_name, timeline_id)?;
+            maps.save(repo)?;
+            println!(
+                "Imported timeline '{timeline_id}' as branch {branch_name:?} for tenant: {tenant}"
+            );
+            println!("Done");
+        }
     }
     Ok(())
 }
@@ -513,5 +564,46 @@ mod tests {
         assert_eq!(again.timeline(t, "main"), Some(main));
         assert_eq!(again.name_of(t, main), Some("main"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn timeline_import_arguments() {
+        let tl = TimelineId::generate();
+        let base = [
+            "neon_local",
+            "timeline",
+            "import",
+            "--timeline-id",
+            &tl.to_string(),
+            "--branch-name",
+            "imported",
+            "--base-tarfile",
+            "base.tar",
+            "--base-lsn",
+            "0/2000028",
+        ];
+        let parsed = Cli::try_parse_from(base).unwrap();
+        let Command::Timeline(TimelineCmd::Import {
+            timeline_id,
+            base_lsn,
+            wal_tarfile,
+            pg_version,
+            ..
+        }) = parsed.command
+        else {
+            panic!("not a timeline import");
+        };
+        assert_eq!(
+            (timeline_id, base_lsn, wal_tarfile, pg_version),
+            (tl, Lsn(0x2000028), None, 15)
+        );
+        let mut with_wal = base.to_vec();
+        with_wal.extend(["--wal-tarfile", "pg_wal.tar"]);
+        assert!(
+            Cli::try_parse_from(&with_wal).is_err(),
+            "--wal-tarfile needs --end-lsn"
+        );
+        with_wal.extend(["--end-lsn", "0/40FB3E0", "--pg-version", "15"]);
+        assert!(Cli::try_parse_from(&with_wal).is_ok());
     }
 }

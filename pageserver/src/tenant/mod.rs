@@ -6,8 +6,10 @@
 //! - [`timeline::Timeline`]: storage of one timeline.
 
 pub mod bootstrap;
+pub mod import;
 pub mod mgr;
 pub mod redo;
+pub mod tar_stream;
 pub mod timeline;
 
 use std::collections::HashMap;
@@ -89,6 +91,8 @@ pub struct Tenant {
     pub cancel: CancellationToken,
     /// Why the tenant could not be loaded; a broken tenant serves nothing.
     broken: Mutex<Option<String>>,
+    /// Base backups imported and waiting for their WAL (see [`import`]).
+    pending_imports: Mutex<HashMap<TimelineId, import::PendingImport>>,
 }
 
 impl Tenant {
@@ -106,6 +110,7 @@ impl Tenant {
             create_lock: tokio::sync::Mutex::new(()),
             cancel: CancellationToken::new(),
             broken: Mutex::new(None),
+            pending_imports: Mutex::new(HashMap::new()),
         }
     }
 
