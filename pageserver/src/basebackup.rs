@@ -109,8 +109,10 @@ pub fn send_basebackup_tarball<W: Write, R: TimelineRead>(
         bb.add_db(spc, db, has_relmap)?;
     }
     for &(spc, db) in dbs.keys() {
-        for rel in tline.list_rels(spc, db, params.lsn)? {
-            bb.add_rel_files(rel, params.full_backup)?;
+        let rels = tline.list_rels(spc, db, params.lsn)?;
+        for &rel in &rels {
+            let has_main = rels.contains(&rel.with_fork(ForkNumber::Main));
+            bb.add_rel_files(rel, params.full_backup, has_main)?;
         }
     }
     for xid in tline.list_twophase_files(params.lsn)? {
@@ -217,7 +219,17 @@ impl<W: Write, R: TimelineRead> Basebackup<'_, W, R> {
 
     /// Files of one relation fork: every fork in 1 GiB segments for a full backup; for a
     /// normal one only init forks, written both as the init fork and as the main fork.
-    fn add_rel_files(&mut self, rel: RelTag, full_backup: bool) -> Result<(), BasebackupError> {
+    ///
+    /// An unlogged relation's main fork is never WAL-logged, so the pageserver does not have
+    /// it (`has_main` is false): a full backup writes the init fork as its main fork too, as
+    /// PostgreSQL's crash recovery would (it does not do so itself when started from a
+    /// pg_control marked as shut down).
+    fn add_rel_files(
+        &mut self,
+        rel: RelTag,
+        full_backup: bool,
+        has_main: bool,
+    ) -> Result<(), BasebackupError> {
         let is_init = rel.forknum == ForkNumber::Init as u8;
         if !full_backup && !is_init {
             return Ok(());
@@ -227,7 +239,7 @@ impl<W: Write, R: TimelineRead> Basebackup<'_, W, R> {
         };
         let nblocks = self.tline.get_rel_size(rel, self.lsn)?.unwrap_or(0);
         let mut targets = vec![fork];
-        if !full_backup {
+        if is_init && (!full_backup || !has_main) {
             targets.push(ForkNumber::Main);
         }
         for target in targets {
