@@ -121,3 +121,39 @@ pub fn mask_gin(page: &mut [u8]) {
 pub fn mask_checksum(page: &mut [u8]) {
     page[8..10].fill(0);
 }
+
+const BRIN_SPECIAL_TYPE_OFFSET: usize = 4;
+const BRIN_SPECIAL_FLAGS_OFFSET: usize = 6;
+const BRIN_PAGETYPE_REGULAR: u16 = 0xF093;
+const BRIN_EVACUATE_PAGE: u16 = 1 << 0;
+
+/// BRIN (like PostgreSQL's brin_mask): the hole only on regular pages (the metapage and
+/// revmap pages keep their content between pd_lower and pd_upper), and the
+/// BRIN_EVACUATE_PAGE flag, which is not WAL-logged.
+pub fn mask_brin(page: &mut [u8]) {
+    let sp = special(page);
+    let regular = sp + 8 <= PAGE_BYTES
+        && u16_at(page, sp + BRIN_SPECIAL_TYPE_OFFSET) == BRIN_PAGETYPE_REGULAR;
+    mask_common(page, regular);
+    if sp + 8 <= PAGE_BYTES {
+        let flags = u16_at(page, sp + BRIN_SPECIAL_FLAGS_OFFSET) & !BRIN_EVACUATE_PAGE;
+        set_u16(page, sp + BRIN_SPECIAL_FLAGS_OFFSET, flags);
+    }
+}
+
+/// Hash, GiST and SP-GiST pages: the common hints, the hole (when the page has line
+/// pointers) and the line pointer flags (LP_DEAD hints set by scans without WAL).
+/// Page-specific garbage flags are left to the caller's comparison tolerance.
+pub fn mask_index_lp_flags(page: &mut [u8]) {
+    let has_hole = lower(page) > PAGE_HEADER_BYTES;
+    mask_common(page, has_hole);
+    let count = lower(page).saturating_sub(PAGE_HEADER_BYTES) / 4;
+    for i in 0..count.min((PAGE_BYTES - PAGE_HEADER_BYTES) / 4) {
+        let at = PAGE_HEADER_BYTES + 4 * i;
+        let lp = u32::from_le_bytes(page[at..at + 4].try_into().unwrap());
+        if (lp >> 15) & 0x3 == 3 {
+            // LP_DEAD -> LP_NORMAL
+            page[at..at + 4].copy_from_slice(&(lp & !(0x2 << 15)).to_le_bytes());
+        }
+    }
+}
