@@ -7,6 +7,7 @@
 //! listen_http_addr = "127.0.0.1:9898"
 //! pg_distrib_dir = "/path/to/pg_install"      # contains v15/bin/initdb and v15/bin/postgres
 //! wait_lsn_timeout = "300s"
+//! page_cache_size_bytes = 67108864               # materialized pages, shared by all tenants
 //! log_format = "plain"
 //! [tenant_config]                             # defaults for every tenant (TenantConfig)
 //! checkpoint_distance = 67108864
@@ -49,6 +50,9 @@ pub struct PageServerConf {
     /// How long a read waits for WAL to arrive before failing.
     #[serde(default = "default_wait_lsn_timeout", with = "duration_serde")]
     pub wait_lsn_timeout: Duration,
+    /// Budget of the materialized page cache (pages rebuilt by WAL redo), for all tenants.
+    #[serde(default = "default_page_cache_size_bytes")]
+    pub page_cache_size_bytes: u64,
     /// `plain` or `json`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -68,6 +72,9 @@ fn default_pg_distrib_dir() -> PathBuf {
 }
 fn default_wait_lsn_timeout() -> Duration {
     DEFAULT_WAIT_LSN_TIMEOUT
+}
+fn default_page_cache_size_bytes() -> u64 {
+    crate::tenant::page_cache::DEFAULT_PAGE_CACHE_SIZE_BYTES
 }
 fn default_log_format() -> String {
     "plain".to_string()
@@ -109,6 +116,7 @@ pub struct ResolvedConf {
     pub listen_http_addr: SocketAddr,
     pub pg_distrib_dir: PathBuf,
     pub wait_lsn_timeout: Duration,
+    pub page_cache_size_bytes: u64,
     pub log_format: utils::logging::LogFormat,
     pub default_tenant_conf: EffectiveTenantConfig,
 }
@@ -211,6 +219,7 @@ impl PageServerConf {
             listen_http_addr,
             pg_distrib_dir: workdir.join(&self.pg_distrib_dir),
             wait_lsn_timeout: self.wait_lsn_timeout,
+            page_cache_size_bytes: self.page_cache_size_bytes,
             log_format,
             default_tenant_conf,
         })

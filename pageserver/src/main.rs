@@ -85,6 +85,8 @@ async fn run(conf: ResolvedConf) -> anyhow::Result<()> {
             })
         },
     };
+    // Before any timeline exists, so every timeline uses the configured budget.
+    pageserver::tenant::page_cache::configure_global(conf.page_cache_size_bytes);
     let tenants_dir = conf.tenants_path();
     let mgr = tokio::task::spawn_blocking(move || TenantManager::load(tenants_dir, env)).await??;
     let listeners_cancel = shutdown.child_token();

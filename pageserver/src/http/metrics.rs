@@ -59,6 +59,12 @@ pub struct Metrics {
     pub getpage_latency: Histogram,
     pub redo_latency: Histogram,
     pub page_service_errors: AtomicU64,
+    /// Reconstructions that found a cached materialized version.
+    pub page_cache_hits: AtomicU64,
+    /// Reconstructions that found none.
+    pub page_cache_misses: AtomicU64,
+    /// Bytes charged for the entries of the materialized page caches.
+    pub page_cache_bytes: AtomicU64,
 }
 
 /// The process's metrics.
@@ -68,6 +74,9 @@ pub static METRICS: Metrics = Metrics {
     getpage_latency: Histogram::new(),
     redo_latency: Histogram::new(),
     page_service_errors: AtomicU64::new(0),
+    page_cache_hits: AtomicU64::new(0),
+    page_cache_misses: AtomicU64::new(0),
+    page_cache_bytes: AtomicU64::new(0),
 };
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
@@ -103,6 +112,24 @@ pub fn render(layers: (usize, u64)) -> String {
         "pageserver_page_service_errors_total",
         "Page service requests answered with an error.",
         load(&m.page_service_errors),
+    );
+    counter(
+        &mut out,
+        "pageserver_page_cache_hits_total",
+        "Reconstructions served (fully or partly) from the materialized page cache.",
+        load(&m.page_cache_hits),
+    );
+    counter(
+        &mut out,
+        "pageserver_page_cache_misses_total",
+        "Reconstructions that found no cached materialized version.",
+        load(&m.page_cache_misses),
+    );
+    gauge(
+        &mut out,
+        "pageserver_page_cache_bytes",
+        "Bytes held by the materialized page cache.",
+        load(&m.page_cache_bytes),
     );
     m.getpage_latency.render(
         "pageserver_getpage_latency_seconds",
@@ -144,5 +171,20 @@ mod tests {
         assert!(s.contains("x_bucket{le=\"0.05\"} 2\n"), "{s}");
         assert!(s.contains("x_bucket{le=\"+Inf\"} 2\n"), "{s}");
         assert!(s.contains("x_count 2\n"), "{s}");
+    }
+
+    #[test]
+    fn render_has_page_cache_metrics() {
+        let text = render((0, 0));
+        for name in [
+            "pageserver_page_cache_hits_total ",
+            "pageserver_page_cache_misses_total ",
+            "pageserver_page_cache_bytes ",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{name} missing: {text}"
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@
 pub mod bootstrap;
 pub mod import;
 pub mod mgr;
+pub mod page_cache;
 pub mod redo;
 pub mod tar_stream;
 pub mod timeline;

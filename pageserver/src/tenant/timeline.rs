@@ -30,12 +30,13 @@ use pageserver_api::value::{NeonWalRecord, Value};
 use pageserver_layers::inmemory_layer::InMemoryLayer;
 use pageserver_layers::layer_map::{BatchUpdate, LayerMap};
 use pageserver_layers::read_path::{
-    collect_values, LayerFileCache, ReconstructOutcome, ValueReconstructState,
+    collect_values, LayerFileCache, ReconstructData, ReconstructOutcome, ValueReconstructState,
 };
 use tokio::sync::watch;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
+use super::page_cache::{self, PageCache, TimelineTag};
 use crate::apply_neon::apply_neon_record;
 use crate::metadata::{TimelineMetadata, METADATA_FILE_NAME};
 use crate::storage_api::{ReadError, TimelineRead, TimelineWrite, WriteError};
@@ -110,6 +111,26 @@ pub enum TimelineError {
     Compaction(String),
 }
 
+/// What a timeline uses besides its directory: the tenant's configuration, its WAL redo and
+/// the materialized page cache.
+#[derive(Clone)]
+pub struct TimelineDeps {
+    pub conf: Arc<RwLock<EffectiveTenantConfig>>,
+    pub redo: Arc<dyn Redo>,
+    pub page_cache: Arc<PageCache>,
+}
+
+impl TimelineDeps {
+    /// With the process-wide page cache ([`page_cache::global`]).
+    pub fn shared(conf: Arc<RwLock<EffectiveTenantConfig>>, redo: Arc<dyn Redo>) -> Self {
+        TimelineDeps {
+            conf,
+            redo,
+            page_cache: page_cache::global(),
+        }
+    }
+}
+
 /// One timeline of a tenant.
 pub struct Timeline {
     pub tenant_id: TenantId,
@@ -122,6 +143,10 @@ pub struct Timeline {
     latest_gc_cutoff_lsn: Lsn,
     conf: Arc<RwLock<EffectiveTenantConfig>>,
     redo: Arc<dyn Redo>,
+    /// Materialized values of this timeline's keys (see [`page_cache`]).
+    page_cache: Arc<PageCache>,
+    /// This timeline object's identity in `page_cache`.
+    cache_tag: TimelineTag,
     layers: RwLock<LayerMap>,
     files: LayerFileCache,
     /// (last_record_lsn, prev_record_lsn).
@@ -142,6 +167,18 @@ impl Timeline {
         conf: Arc<RwLock<EffectiveTenantConfig>>,
         redo: Arc<dyn Redo>,
     ) -> Result<Arc<Timeline>, TimelineError> {
+        let deps = TimelineDeps::shared(conf, redo);
+        Self::load_with(tenant_id, timeline_id, dir, ancestor, deps)
+    }
+
+    /// [`Timeline::load`] with explicit dependencies (e.g. a private page cache).
+    pub fn load_with(
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+        dir: &Path,
+        ancestor: Option<Arc<Timeline>>,
+        deps: TimelineDeps,
+    ) -> Result<Arc<Timeline>, TimelineError> {
         let meta = TimelineMetadata::read(&dir.join(METADATA_FILE_NAME))?;
         let descs = load::scan_layer_files(dir, tenant_id, timeline_id, meta.disk_consistent_lsn)?;
         let map = LayerMap::from_layers(descs).map_err(|e| TimelineError::Layer {
@@ -149,7 +186,7 @@ impl Timeline {
             message: e.to_string(),
         })?;
         let ids = (tenant_id, timeline_id);
-        Ok(Self::new(ids, dir, &meta, ancestor, conf, redo, map))
+        Ok(Self::new(ids, dir, &meta, ancestor, deps, map))
     }
 
     /// Creates the directory of a new timeline with its first metadata.
@@ -162,21 +199,26 @@ impl Timeline {
         conf: Arc<RwLock<EffectiveTenantConfig>>,
         redo: Arc<dyn Redo>,
     ) -> Result<Arc<Timeline>, TimelineError> {
+        let deps = TimelineDeps::shared(conf, redo);
+        Self::create_empty_with(tenant_id, timeline_id, dir, meta, ancestor, deps)
+    }
+
+    /// [`Timeline::create_empty`] with explicit dependencies (e.g. a private page cache).
+    pub fn create_empty_with(
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+        dir: &Path,
+        meta: &TimelineMetadata,
+        ancestor: Option<Arc<Timeline>>,
+        deps: TimelineDeps,
+    ) -> Result<Arc<Timeline>, TimelineError> {
         utils::crashsafe::create_dir_all_durable(dir).map_err(|e| TimelineError::Io {
             path: dir.to_path_buf(),
             source: std::io::Error::new(e.kind(), e.to_string()),
         })?;
         meta.write(&dir.join(METADATA_FILE_NAME))?;
         let ids = (tenant_id, timeline_id);
-        Ok(Self::new(
-            ids,
-            dir,
-            meta,
-            ancestor,
-            conf,
-            redo,
-            LayerMap::new(),
-        ))
+        Ok(Self::new(ids, dir, meta, ancestor, deps, LayerMap::new()))
     }
 
     fn new(
@@ -184,8 +226,11 @@ impl Timeline {
         dir: &Path,
         meta: &TimelineMetadata,
         ancestor: Option<Arc<Timeline>>,
-        conf: Arc<RwLock<EffectiveTenantConfig>>,
-        redo: Arc<dyn Redo>,
+        TimelineDeps {
+            conf,
+            redo,
+            page_cache,
+        }: TimelineDeps,
         map: LayerMap,
     ) -> Arc<Timeline> {
         let dcl = meta.disk_consistent_lsn;
@@ -201,6 +246,8 @@ impl Timeline {
             latest_gc_cutoff_lsn: meta.latest_gc_cutoff_lsn,
             conf,
             redo,
+            page_cache,
+            cache_tag: TimelineTag::next(tenant_id, timeline_id),
             layers: RwLock::new(map),
             files: LayerFileCache::new(dir, MAX_OPEN_LAYER_FILES),
             last_record: watch::Sender::new((dcl, prev)),
@@ -420,6 +467,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl TimelineRead for Timeline {
     fn get(&self, key: Key, lsn: Lsn) -> Result<Option<Bytes>, ReadError> {
+        // Read before the versions are collected (see `page_cache`).
+        let settled = self.settled_snapshot();
         let mut state = ValueReconstructState::new(key);
         self.collect(&mut state, Lsn(lsn.0.saturating_add(1)))?;
         if state.is_empty() {
@@ -429,10 +478,83 @@ impl TimelineRead for Timeline {
         if let (Some((_, img)), true) = (&data.img, data.records.is_empty()) {
             return Ok(Some(img.clone()));
         }
-        self.redo
-            .redo(key, lsn, data.img, data.records)
-            .map(Some)
-            .map_err(|reason| ReadError::Reconstruct { key, lsn, reason })
+        self.reconstruct(key, lsn, data, &settled).map(Some)
+    }
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        self.page_cache.forget_timeline(self.cache_tag);
+    }
+}
+
+/// Which versions a read may cache: for this timeline and each ancestor (in that order), the
+/// LSN above which versions come from that timeline (`Lsn(0)` for the root) and its
+/// `last_record_lsn`, read before the versions were collected. Versions of a timeline strictly
+/// below its `last_record_lsn` never change (puts at or above it only).
+struct SettledSnapshot(Vec<(Lsn, Lsn)>);
+
+impl SettledSnapshot {
+    /// Whether the version at `v` (and so every older one) was final when the snapshot was
+    /// taken.
+    fn is_settled(&self, v: Lsn) -> bool {
+        self.0
+            .iter()
+            .find(|(floor, _)| v > *floor || *floor == Lsn(0))
+            .is_some_and(|(_, last)| v < *last)
+    }
+}
+
+impl Timeline {
+    fn settled_snapshot(&self) -> SettledSnapshot {
+        let mut levels = Vec::new();
+        let mut tl = Some(self);
+        while let Some(t) = tl {
+            let floor = if t.ancestor.is_some() {
+                t.ancestor_lsn
+            } else {
+                Lsn(0)
+            };
+            levels.push((floor, t.last_record_lsn()));
+            tl = t.ancestor.as_deref();
+        }
+        SettledSnapshot(levels)
+    }
+
+    /// Rebuilds `key` at `lsn` from collected versions that include at least one record,
+    /// starting from the newest cached version, and caches the result when its newest version
+    /// is settled.
+    fn reconstruct(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        data: ReconstructData,
+        settled: &SettledSnapshot,
+    ) -> Result<Bytes, ReadError> {
+        let ReconstructData {
+            mut img,
+            mut records,
+        } = data;
+        let newest = records.last().map(|(l, _)| *l).unwrap_or(Lsn(0));
+        let versions = records.iter().rev().map(|(l, _)| *l);
+        if let Some((cached_lsn, page)) =
+            self.page_cache.lookup_newest(self.cache_tag, key, versions)
+        {
+            if cached_lsn == newest {
+                return Ok(page);
+            }
+            records.retain(|(l, _)| *l > cached_lsn);
+            img = Some((cached_lsn, page));
+        }
+        let page = self
+            .redo
+            .redo(key, lsn, img, records)
+            .map_err(|reason| ReadError::Reconstruct { key, lsn, reason })?;
+        if settled.is_settled(newest) {
+            self.page_cache
+                .insert(self.cache_tag, key, newest, page.clone());
+        }
+        Ok(page)
     }
 }
 
@@ -496,5 +618,7 @@ impl TimelineWrite for TimelineWriter<'_> {
     }
 }
 
+#[cfg(test)]
+mod cache_tests;
 #[cfg(test)]
 mod tests;
