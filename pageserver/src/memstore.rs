@@ -80,7 +80,7 @@ impl TimelineRead for MemTimeline {
             (Some(img), false) => {
                 let mut page = BytesMut::from(&img[..]);
                 for rec in records.into_iter().rev() {
-                    apply_neon_record(&mut page, rec).map_err(|e| fail(e.to_string()))?;
+                    apply_neon_record(key, &mut page, rec).map_err(|e| fail(e.to_string()))?;
                 }
                 Ok(Some(page.freeze()))
             }
@@ -117,7 +117,8 @@ mod tests {
     #[test]
     fn newest_image_with_neon_records_applied() {
         let mut tl = MemTimeline::new();
-        let key = Key::MIN.add(7);
+        // CLOG page 0: the commits below apply to it.
+        let key = pageserver_api::key::slru_block_to_key(pageserver_api::key::SlruKind::Clog, 0, 0);
         let commit = |xid: u32| {
             Value::WalRecord(NeonWalRecord::ClogSetCommitted {
                 xids: vec![xid],

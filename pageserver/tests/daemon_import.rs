@@ -37,10 +37,6 @@ struct Source {
     fingerprint: String,
 }
 
-fn pg_query(server: &Server, sql: &str) -> String {
-    server.query(sql)
-}
-
 /// The end of the record that starts at `start`, decoded from the segments in `wal_dir`.
 fn record_end(wal_dir: &Path, start: Lsn) -> Lsn {
     let segno = start.segment_number(WAL_SEG_BYTES);
@@ -84,38 +80,22 @@ fn source() -> &'static Source {
         initdb(&data);
         let conf = "fsync = off\nwal_keep_size = 1024\n";
         let server = Server::start(&data, &scratch.path("sock"), conf);
-        pg_query(&server, "CREATE TABLE t (id int PRIMARY KEY, v text)");
-        pg_query(
-            &server,
-            "INSERT INTO t SELECT g, repeat('a', g % 50) FROM generate_series(1, 5000) g",
-        );
+        server.query("CREATE TABLE t (id int PRIMARY KEY, v text)");
+        server.query("INSERT INTO t SELECT g, repeat('a', g % 50) FROM generate_series(1, 5000) g");
         let bb = scratch.path("bb");
-        let out = pg_command(&pg_bin_dir().join("pg_basebackup"))
-            .arg("-h")
-            .arg(&server.sockdir)
-            .args([
-                "-p",
-                &PORT.to_string(),
-                "-U",
-                "postgres",
-                "-Ft",
-                "-X",
-                "none",
-            ])
-            .args(["-c", "fast", "--no-sync", "-D"])
+        let out = server
+            .client("pg_basebackup")
+            .args(["-Ft", "-X", "none", "-c", "fast", "--no-sync", "-D"])
             .arg(&bb)
             .output()
             .unwrap();
         check(out, "pg_basebackup");
-        pg_query(
-            &server,
-            "INSERT INTO t SELECT g, 'later' FROM generate_series(5001, 9000) g",
-        );
-        pg_query(&server, "UPDATE t SET v = v || 'u' WHERE id % 7 = 0");
-        pg_query(&server, "DELETE FROM t WHERE id % 11 = 0");
-        pg_query(&server, "CREATE TABLE t2 AS SELECT * FROM t WHERE id < 100");
-        let fingerprint = pg_query(&server, FINGERPRINT_SQL);
-        pg_query(&server, "SELECT pg_switch_wal()");
+        server.query("INSERT INTO t SELECT g, 'later' FROM generate_series(5001, 9000) g");
+        server.query("UPDATE t SET v = v || 'u' WHERE id % 7 = 0");
+        server.query("DELETE FROM t WHERE id % 11 = 0");
+        server.query("CREATE TABLE t2 AS SELECT * FROM t WHERE id < 100");
+        let fingerprint = server.query(FINGERPRINT_SQL);
+        server.query("SELECT pg_switch_wal()");
         server.stop();
         let manifest: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(bb.join("backup_manifest")).unwrap()).unwrap();
@@ -305,21 +285,8 @@ fn restore_and_query(tar: &[u8]) -> String {
         String::from_utf8_lossy(&out.stderr),
         fs::read_to_string(&log).unwrap_or_default()
     );
-    let q = pg_command(&our_pg_bin().join("psql"))
-        .arg("-h")
-        .arg(&sock)
-        .args([
-            "-p",
-            &PORT.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-X",
-            "-A",
-            "-t",
-            "-c",
-        ])
+    let q = pg_client(&our_pg_bin().join("psql"), &sock)
+        .args(["-d", "postgres", "-X", "-A", "-t", "-c"])
         .arg(FINGERPRINT_SQL)
         .env("LD_LIBRARY_PATH", &lib)
         .output()

@@ -10,7 +10,6 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use pageserver::apply_neon::clog_status;
 use pageserver::basebackup::{
     decide_prev_record, normalize_lsn, send_basebackup_tarball, BasebackupParams, PrevRecord,
     PGDATA_SUBDIRS,
@@ -25,6 +24,7 @@ use pageserver::pgdatadir_mapping::DatadirRead;
 use pageserver_api::key::{
     rel_size_to_key, twophase_file_key, RelTag, SlruKind, CHECKPOINT_KEY, CONTROLFILE_KEY,
 };
+use pageserver_walredo::apply_neon::clog_status;
 use postgres_ffi::controlfile::{ControlFileData, DbState};
 use postgres_ffi::relfile::{database_path, parse_relation_path, ForkNumber, RELSEG_SIZE};
 use postgres_ffi::xlog_utils::{xlog_file_name, XLogLongPageHeaderData};
@@ -558,22 +558,9 @@ fn import_pg_basebackup_tars() {
     let server = Server::start(&data, &scratch.path("sock"), "fsync = off\n");
     server.query("CREATE TABLE big AS SELECT g AS id, repeat('z', 200) AS v FROM generate_series(1, 30000) g");
     let out_dir = scratch.path("backup");
-    let out = pg_command(&pg_bin_dir().join("pg_basebackup"))
-        .arg("-h")
-        .arg(&server.sockdir)
-        .args([
-            "-p",
-            &PORT.to_string(),
-            "-U",
-            "postgres",
-            "-Ft",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "--no-sync",
-            "-D",
-        ])
+    let out = server
+        .client("pg_basebackup")
+        .args(["-Ft", "-X", "stream", "-c", "fast", "--no-sync", "-D"])
         .arg(&out_dir)
         .output()
         .expect("pg_basebackup");

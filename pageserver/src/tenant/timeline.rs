@@ -67,7 +67,7 @@ pub struct NeonOnlyRedo;
 impl Redo for NeonOnlyRedo {
     fn redo(
         &self,
-        _key: Key,
+        key: Key,
         _lsn: Lsn,
         base: Option<(Lsn, Bytes)>,
         records: Vec<(Lsn, NeonWalRecord)>,
@@ -80,7 +80,7 @@ impl Redo for NeonOnlyRedo {
             if matches!(rec, NeonWalRecord::Postgres { .. }) {
                 return Err("PostgreSQL WAL redo is not available".into());
             }
-            apply_neon_record(&mut page, rec).map_err(|e| e.to_string())?;
+            apply_neon_record(key, &mut page, rec).map_err(|e| e.to_string())?;
         }
         Ok(page.freeze())
     }
@@ -620,5 +620,7 @@ impl TimelineWrite for TimelineWriter<'_> {
 
 #[cfg(test)]
 mod cache_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;

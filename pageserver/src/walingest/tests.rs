@@ -321,7 +321,7 @@ fn commit_sets_clog_and_drops_relations() {
         .get(slru_block_to_key(SlruKind::Clog, 0, 1), Lsn(0x500))
         .unwrap()
         .unwrap();
-    use crate::apply_neon::clog_status;
+    use pageserver_walredo::apply_neon::clog_status;
     assert_eq!(clog_status(&p0, top), TRANSACTION_STATUS_COMMITTED);
     assert_eq!(clog_status(&p0, 5), TRANSACTION_STATUS_ABORTED);
     assert_eq!(clog_status(&p1, top + 1), TRANSACTION_STATUS_COMMITTED);

@@ -43,6 +43,16 @@ pub fn pg_command(program: &Path) -> Command {
     }
 }
 
+/// Client program `tool` (psql, pg_basebackup, ...) connecting as user postgres to the
+/// server listening on [`PORT`] in socket directory `sockdir`.
+pub fn pg_client(tool: &Path, sockdir: &Path) -> Command {
+    let mut cmd = pg_command(tool);
+    cmd.arg("-h")
+        .arg(sockdir)
+        .args(["-p", &PORT.to_string(), "-U", "postgres"]);
+    cmd
+}
+
 pub fn check(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
@@ -168,24 +178,16 @@ impl Server {
         }
     }
 
+    /// `tool` of the test PostgreSQL build, connecting to this server as user postgres.
+    pub fn client(&self, tool: &str) -> Command {
+        pg_client(&pg_bin_dir().join(tool), &self.sockdir)
+    }
+
     /// Runs a SQL script with psql (stops at the first error).
     pub fn psql_file(&self, script: &Path) -> String {
-        let out = pg_command(&pg_bin_dir().join("psql"))
-            .arg("-h")
-            .arg(&self.sockdir)
-            .args([
-                "-p",
-                &PORT.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-f",
-            ])
+        let out = self
+            .client("psql")
+            .args(["-d", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
             .arg(script)
             .output()
             .expect("psql");
@@ -194,14 +196,9 @@ impl Server {
 
     /// Runs one statement and returns its unaligned output.
     pub fn query(&self, sql: &str) -> String {
-        let out = pg_command(&pg_bin_dir().join("psql"))
-            .arg("-h")
-            .arg(&self.sockdir)
+        let out = self
+            .client("psql")
             .args([
-                "-p",
-                &PORT.to_string(),
-                "-U",
-                "postgres",
                 "-d",
                 "postgres",
                 "-X",
@@ -210,8 +207,8 @@ impl Server {
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-c",
-                sql,
             ])
+            .arg(sql)
             .output()
             .expect("psql");
         check(out, "psql").trim().to_string()

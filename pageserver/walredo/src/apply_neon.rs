@@ -201,9 +201,7 @@ fn set_clog_status(
         if u64::from(xid / CLOG_XACTS_PER_PAGE) != pageno {
             continue;
         }
-        let in_page = xid % CLOG_XACTS_PER_PAGE;
-        let byte = (in_page / CLOG_XACTS_PER_BYTE) as usize;
-        let shift = (in_page % CLOG_XACTS_PER_BYTE) * CLOG_BITS_PER_XACT;
+        let (byte, shift) = clog_bit_position(xid);
         page[byte] = (page[byte] & !(0x03 << shift)) | (status << shift);
         applied = true;
     }
@@ -212,6 +210,20 @@ fn set_clog_status(
     } else {
         Err(nothing_on_page(record, target))
     }
+}
+
+/// The two CLOG status bits of `xid` on `page` (the CLOG page holding it); 0 (in progress)
+/// if `page` is too short to hold them.
+pub fn clog_status(page: &[u8], xid: u32) -> u8 {
+    let (byte, shift) = clog_bit_position(xid);
+    page.get(byte).map_or(0, |b| (b >> shift) & 0x03)
+}
+
+/// Byte and bit shift of `xid`'s status bits within its CLOG page.
+fn clog_bit_position(xid: u32) -> (usize, u32) {
+    let in_page = xid % CLOG_XACTS_PER_PAGE;
+    let byte = (in_page / CLOG_XACTS_PER_BYTE) as usize;
+    (byte, (in_page % CLOG_XACTS_PER_BYTE) * CLOG_BITS_PER_XACT)
 }
 
 fn set_multixact_offset(

@@ -15,29 +15,20 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use common::mask::{mask_btree, mask_checksum, mask_gin, mask_heap};
+use common::wal::{decode_wal, key_of, page_difference, page_on_disk, run_workload_and_stop};
+use common::wal::{Block, MAIN_FORK, VM_FORK};
 use common::TestCluster;
-use pageserver_api::key::Key;
 use pageserver_api::value::NeonWalRecord;
 use pageserver_walredo::apply_neon::VM_HEAPBLOCKS_PER_PAGE;
 use pageserver_walredo::{WalRedoConfig, WalRedoError, WalRedoManager};
 use postgres_ffi::pg_constants::{RM_HEAP2_ID, RM_HEAP_ID};
 use postgres_ffi::records::{decode_main_data, VmHeapPage};
-use postgres_ffi::waldecoder::WalStreamDecoder;
 use postgres_ffi::walrecord::DecodedWalRecord;
-use postgres_ffi::xlog_utils::{parse_xlog_file_name, segment_start_lsn};
 use utils::id::TenantId;
 use utils::lsn::Lsn;
-
-const SEG_SIZE: u64 = 16 * 1024 * 1024;
-const PAGE: usize = 8192;
-const MAIN_FORK: u8 = 0;
-const VM_FORK: u8 = 2;
-const DEFAULT_TABLESPACE: u32 = 1663;
 
 const WORKLOAD: &str = "
 CREATE TABLE t (id int PRIMARY KEY, v text, n int);
@@ -79,14 +70,6 @@ enum PageKind {
 /// page they gave.
 type Rebuilt = (Block, Vec<(Lsn, NeonWalRecord)>, Bytes);
 
-/// A block of a relation fork.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Block {
-    relnode: u32,
-    fork: u8,
-    blkno: u32,
-}
-
 struct Workload {
     cluster: TestCluster,
     dbnode: u32,
@@ -97,16 +80,7 @@ struct Workload {
 }
 
 fn run_workload() -> Workload {
-    let mut cluster = TestCluster::init(&[]);
-    cluster.start(&["full_page_writes=on", "wal_compression=off"]);
-    cluster.psql(WORKLOAD);
-    let out = cluster.psql(RELATIONS_QUERY);
-    cluster.stop();
-    let mut names: HashMap<String, u32> = HashMap::new();
-    for line in out.lines().filter(|l| !l.is_empty()) {
-        let (name, oid) = line.split_once('|').expect("name|oid");
-        names.insert(name.to_string(), oid.parse().expect("oid"));
-    }
+    let (cluster, dbnode, names) = run_workload_and_stop(WORKLOAD, RELATIONS_QUERY);
     let kind_of = |name: &str| match name {
         "t" | "g" => PageKind::Heap,
         "g_gin" => PageKind::Gin,
@@ -114,49 +88,15 @@ fn run_workload() -> Workload {
     };
     let kinds = names
         .iter()
-        .filter(|(name, _)| name.as_str() != "db")
         .map(|(name, oid)| (*oid, kind_of(name)))
         .collect::<HashMap<_, _>>();
-    assert_eq!(kinds.len(), 6, "relations: {out}");
+    assert_eq!(kinds.len(), 6, "relations: {names:?}");
     Workload {
-        dbnode: names["db"],
+        dbnode,
         table_t: names["t"],
         kinds,
         cluster,
     }
-}
-
-/// Every record of the WAL in pg_wal, in order.
-fn decode_wal(wal_dir: &Path) -> Vec<DecodedWalRecord> {
-    let mut files: Vec<(u64, PathBuf)> = fs::read_dir(wal_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_string();
-            let (_, segno) = parse_xlog_file_name(&name, SEG_SIZE).ok()?;
-            Some((segno, p))
-        })
-        .collect();
-    files.sort();
-    let first = files.first().expect("WAL segments").0;
-    let mut decoder =
-        WalStreamDecoder::new_find_first(segment_start_lsn(first, SEG_SIZE).unwrap(), SEG_SIZE);
-    let mut records = Vec::new();
-    for (i, (segno, path)) in files.iter().enumerate() {
-        if *segno != first + i as u64 {
-            break;
-        }
-        decoder.feed_bytes(&fs::read(path).unwrap());
-        loop {
-            match decoder.poll_decode() {
-                Ok(Some(rec)) => records.push(rec),
-                Ok(None) => break,
-                // invalid WAL is where the WAL ends
-                Err(_) => return records,
-            }
-        }
-    }
-    records
 }
 
 /// The records of every block of interest, as the pageserver would store them: the
@@ -253,29 +193,6 @@ fn since_last_init(records: &[(Lsn, NeonWalRecord)]) -> Option<Vec<(Lsn, NeonWal
     Some(records[start..].to_vec())
 }
 
-fn key_of(dbnode: u32, block: Block) -> Key {
-    Key {
-        field1: 0,
-        field2: DEFAULT_TABLESPACE,
-        field3: dbnode,
-        field4: block.relnode,
-        field5: block.fork,
-        field6: block.blkno,
-    }
-}
-
-/// The block as the server wrote it, or None if the file is shorter (truncated).
-fn page_on_disk(wl: &Workload, block: Block) -> Option<Vec<u8>> {
-    let suffix = if block.fork == VM_FORK { "_vm" } else { "" };
-    let path = wl
-        .cluster
-        .data_dir()
-        .join(format!("base/{}/{}{suffix}", wl.dbnode, block.relnode));
-    let file = fs::read(&path).unwrap_or_default();
-    let start = block.blkno as usize * PAGE;
-    file.get(start..start + PAGE).map(<[u8]>::to_vec)
-}
-
 fn masked(kind: PageKind, page: &[u8]) -> Vec<u8> {
     let mut page = page.to_vec();
     match kind {
@@ -288,15 +205,8 @@ fn masked(kind: PageKind, page: &[u8]) -> Vec<u8> {
 }
 
 fn assert_same_page(block: Block, kind: PageKind, redone: &[u8], on_disk: &[u8]) {
-    let (a, b) = (masked(kind, redone), masked(kind, on_disk));
-    if a != b {
-        let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap();
-        panic!(
-            "{kind:?} page {block:?} differs from the server's from byte {first}: \
-             redo {:02x?} server {:02x?}",
-            &a[first..(first + 16).min(PAGE)],
-            &b[first..(first + 16).min(PAGE)]
-        );
+    if let Some(diff) = page_difference(&masked(kind, redone), &masked(kind, on_disk)) {
+        panic!("{kind:?} page {block:?} {diff}");
     }
 }
 
@@ -333,7 +243,7 @@ fn redo_of_real_wal_matches_the_server() {
             tally.no_init_record += 1;
             continue;
         };
-        let Some(on_disk) = page_on_disk(&wl, *block) else {
+        let Some(on_disk) = page_on_disk(&wl.cluster, wl.dbnode, *block) else {
             continue;
         };
         let kind = if block.fork == VM_FORK {

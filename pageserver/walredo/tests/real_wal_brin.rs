@@ -15,25 +15,17 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs;
-use std::path::{Path, PathBuf};
 
 use common::mask::{mask_brin, mask_heap, mask_index_lp_flags};
+use common::wal::{decode_wal, key_of, page_difference, page_on_disk, run_workload_and_stop};
+use common::wal::{Block, MAIN_FORK, PAGE};
 use common::TestCluster;
-use pageserver_api::key::Key;
 use pageserver_api::value::NeonWalRecord;
 use pageserver_walredo::{WalRedoConfig, WalRedoManager};
 use postgres_ffi::pg_constants::{RM_BRIN_ID, RM_GIST_ID, RM_HASH_ID, RM_SPGIST_ID};
-use postgres_ffi::waldecoder::WalStreamDecoder;
 use postgres_ffi::walrecord::DecodedWalRecord;
-use postgres_ffi::xlog_utils::{parse_xlog_file_name, segment_start_lsn};
 use utils::id::TenantId;
 use utils::lsn::Lsn;
-
-const SEG_SIZE: u64 = 16 * 1024 * 1024;
-const PAGE: usize = 8192;
-const MAIN_FORK: u8 = 0;
-const DEFAULT_TABLESPACE: u32 = 1663;
 
 /// fillfactor 10 spreads the rows over ~1500 heap pages, so that with one page per range
 /// the BRIN revmap needs a second page (REVMAP_EXTEND of block 2, which first evacuates
@@ -161,13 +153,6 @@ fn mask_gist_special(page: &mut [u8]) {
     }
 }
 
-/// A block of a relation's main fork.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Block {
-    relnode: u32,
-    blkno: u32,
-}
-
 struct Workload {
     cluster: TestCluster,
     dbnode: u32,
@@ -175,61 +160,17 @@ struct Workload {
 }
 
 fn run_workload() -> Workload {
-    let mut cluster = TestCluster::init(&[]);
-    cluster.start(&["full_page_writes=on", "wal_compression=off"]);
-    cluster.psql(WORKLOAD);
-    let out = cluster.psql(RELATIONS_QUERY);
-    cluster.stop();
-    let mut dbnode = None;
-    let mut kinds = HashMap::new();
-    for line in out.lines().filter(|l| !l.is_empty()) {
-        let (name, oid) = line.split_once('|').expect("name|oid");
-        let oid: u32 = oid.parse().expect("oid");
-        if name == "db" {
-            dbnode = Some(oid);
-        } else {
-            kinds.insert(oid, PageKind::of(name));
-        }
-    }
-    assert_eq!(kinds.len(), 5, "relations: {out}");
+    let (cluster, dbnode, names) = run_workload_and_stop(WORKLOAD, RELATIONS_QUERY);
+    let kinds: HashMap<u32, PageKind> = names
+        .iter()
+        .map(|(name, oid)| (*oid, PageKind::of(name)))
+        .collect();
+    assert_eq!(kinds.len(), 5, "relations: {names:?}");
     Workload {
         cluster,
-        dbnode: dbnode.expect("database oid"),
+        dbnode,
         kinds,
     }
-}
-
-/// Every record of the WAL in pg_wal, in order.
-fn decode_wal(wal_dir: &Path) -> Vec<DecodedWalRecord> {
-    let mut files: Vec<(u64, PathBuf)> = fs::read_dir(wal_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_string();
-            let (_, segno) = parse_xlog_file_name(&name, SEG_SIZE).ok()?;
-            Some((segno, p))
-        })
-        .collect();
-    files.sort();
-    let first = files.first().expect("WAL segments").0;
-    let mut decoder =
-        WalStreamDecoder::new_find_first(segment_start_lsn(first, SEG_SIZE).unwrap(), SEG_SIZE);
-    let mut records = Vec::new();
-    for (i, (segno, path)) in files.iter().enumerate() {
-        if *segno != first + i as u64 {
-            break;
-        }
-        decoder.feed_bytes(&fs::read(path).unwrap());
-        loop {
-            match decoder.poll_decode() {
-                Ok(Some(rec)) => records.push(rec),
-                Ok(None) => break,
-                // invalid WAL is where the WAL ends
-                Err(_) => return records,
-            }
-        }
-    }
-    records
 }
 
 const XLOG_BRIN_OPMASK: u8 = 0x70;
@@ -294,6 +235,7 @@ fn records_by_block(
             }
             let block = Block {
                 relnode: blk.rnode.relnode,
+                fork: MAIN_FORK,
                 blkno: blk.blkno,
             };
             let pg = NeonWalRecord::Postgres {
@@ -307,28 +249,6 @@ fn records_by_block(
         }
     }
     by_block
-}
-
-fn key_of(dbnode: u32, block: Block) -> Key {
-    Key {
-        field1: 0,
-        field2: DEFAULT_TABLESPACE,
-        field3: dbnode,
-        field4: block.relnode,
-        field5: MAIN_FORK,
-        field6: block.blkno,
-    }
-}
-
-/// The block as the server wrote it, or None if the file is shorter.
-fn page_on_disk(wl: &Workload, block: Block) -> Option<Vec<u8>> {
-    let path = wl
-        .cluster
-        .data_dir()
-        .join(format!("base/{}/{}", wl.dbnode, block.relnode));
-    let file = fs::read(&path).unwrap_or_default();
-    let start = block.blkno as usize * PAGE;
-    file.get(start..start + PAGE).map(<[u8]>::to_vec)
 }
 
 /// Counts of what was compared.
@@ -373,7 +293,7 @@ fn brin_revmap_extend_redo() {
             .iter()
             .map(|(lsn, _, r)| (*lsn, r.clone()))
             .collect();
-        let Some(on_disk) = page_on_disk(&wl, *block) else {
+        let Some(on_disk) = page_on_disk(&wl.cluster, wl.dbnode, *block) else {
             continue;
         };
         let kind = wl.kinds[&block.relnode];
@@ -389,14 +309,8 @@ fn brin_revmap_extend_redo() {
             kind.masked(block.blkno, &page),
             kind.masked_server_page(block.blkno, &on_disk),
         );
-        if a != b {
-            let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap();
-            failures.push(format!(
-                "{kind:?} page {block:?} differs from the server's from byte {first}: \
-                 redo {:02x?} server {:02x?}",
-                &a[first..(first + 16).min(PAGE)],
-                &b[first..(first + 16).min(PAGE)]
-            ));
+        if let Some(diff) = page_difference(&a, &b) {
+            failures.push(format!("{kind:?} page {block:?} {diff}"));
             continue;
         }
         *tally.pages.entry(kind).or_default() += 1;

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::{Rng, SeedableRng};
 
+use super::test_support::{branch_meta, commit, conf, image, root_meta, test_key};
 use super::*;
 use crate::memstore::MemTimeline;
 use crate::pg_consts::ZERO_PAGE;
@@ -43,39 +44,14 @@ impl CountingRedo {
 fn timeline(dir: &Path, cache_bytes: u64) -> (Arc<Timeline>, Arc<CountingRedo>, Arc<PageCache>) {
     let redo = Arc::new(CountingRedo::default());
     let cache = Arc::new(PageCache::new(cache_bytes));
-    let meta = TimelineMetadata {
-        disk_consistent_lsn: Lsn(0),
-        prev_record_lsn: None,
-        ancestor_timeline: None,
-        ancestor_lsn: Lsn(0),
-        latest_gc_cutoff_lsn: Lsn(0),
-        initdb_lsn: Lsn(0x10),
-        pg_version: 15,
-    };
     let deps = TimelineDeps {
-        conf: Arc::new(RwLock::new(EffectiveTenantConfig {
-            checkpoint_distance: 64 * 1024,
-            ..EffectiveTenantConfig::DEFAULT
-        })),
+        conf: conf(64 * 1024),
         redo: redo.clone(),
         page_cache: cache.clone(),
     };
     let ids = (TenantId::generate(), TimelineId::generate());
-    let tl = Timeline::create_empty_with(ids.0, ids.1, dir, &meta, None, deps).unwrap();
+    let tl = Timeline::create_empty_with(ids.0, ids.1, dir, &root_meta(), None, deps).unwrap();
     (tl, redo, cache)
-}
-
-fn commit(xid: u32) -> Value {
-    Value::WalRecord(NeonWalRecord::ClogSetCommitted {
-        xids: vec![xid],
-        timestamp: 0,
-    })
-}
-
-fn image(b: u8) -> Value {
-    let mut p = vec![0u8; ZERO_PAGE.len()];
-    p[100] = b;
-    Value::Image(Bytes::from(p))
 }
 
 fn put(tl: &Timeline, model: &mut MemTimeline, batch: Vec<(Key, Lsn, Value)>, last: Lsn) {
@@ -86,24 +62,20 @@ fn put(tl: &Timeline, model: &mut MemTimeline, batch: Vec<(Key, Lsn, Value)>, la
     model.finish_write(last, Lsn(0));
 }
 
+/// Writes `image(1)` at 0x100, then `commit(key, xid)` at 0x200, to `tl` and `model`;
+/// `last` is the last record LSN after the commit.
+fn image_then_commit(tl: &Timeline, model: &mut MemTimeline, key: Key, xid: u32, last: Lsn) {
+    put(tl, model, vec![(key, Lsn(0x100), image(1))], Lsn(0x100));
+    put(tl, model, vec![(key, Lsn(0x200), commit(key, xid))], last);
+}
+
 #[test]
 fn second_read_is_served_from_cache_and_new_records_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let (tl, redo, cache) = timeline(dir.path(), 1 << 20);
     let mut model = MemTimeline::new();
-    let key = Key::MIN.add(3);
-    put(
-        &tl,
-        &mut model,
-        vec![(key, Lsn(0x100), image(1))],
-        Lsn(0x100),
-    );
-    put(
-        &tl,
-        &mut model,
-        vec![(key, Lsn(0x200), commit(7))],
-        Lsn(0x300),
-    );
+    let key = test_key(3);
+    image_then_commit(&tl, &mut model, key, 7, Lsn(0x300));
 
     let first = tl.get(key, Lsn(0x300)).unwrap();
     assert_eq!(first, model.get(key, Lsn(0x300)).unwrap());
@@ -118,7 +90,7 @@ fn second_read_is_served_from_cache_and_new_records_are_rebuilt() {
     put(
         &tl,
         &mut model,
-        vec![(key, Lsn(0x400), commit(9))],
+        vec![(key, Lsn(0x400), commit(key, 9))],
         Lsn(0x500),
     );
     let second = tl.get(key, Lsn(0x500)).unwrap();
@@ -146,26 +118,15 @@ fn version_at_last_record_lsn_is_not_cached() {
     let dir = tempfile::tempdir().unwrap();
     let (tl, redo, cache) = timeline(dir.path(), 1 << 20);
     let mut model = MemTimeline::new();
-    let key = Key::MIN.add(4);
-    put(
-        &tl,
-        &mut model,
-        vec![(key, Lsn(0x100), image(1))],
-        Lsn(0x100),
-    );
-    put(
-        &tl,
-        &mut model,
-        vec![(key, Lsn(0x200), commit(1))],
-        Lsn(0x200),
-    );
+    let key = test_key(4);
+    image_then_commit(&tl, &mut model, key, 1, Lsn(0x200));
     tl.get(key, Lsn(0x200)).unwrap();
     assert_eq!(cache.stats().entries, 0);
     // The writer replaces the version at 0x200 (allowed at last_record_lsn).
     put(
         &tl,
         &mut model,
-        vec![(key, Lsn(0x200), commit(2))],
+        vec![(key, Lsn(0x200), commit(key, 2))],
         Lsn(0x200),
     );
     assert_eq!(
@@ -180,19 +141,8 @@ fn dropping_a_timeline_drops_its_entries() {
     let dir = tempfile::tempdir().unwrap();
     let (tl, _redo, cache) = timeline(dir.path(), 1 << 20);
     let mut model = MemTimeline::new();
-    let key = Key::MIN.add(5);
-    put(
-        &tl,
-        &mut model,
-        vec![(key, Lsn(0x100), image(1))],
-        Lsn(0x100),
-    );
-    put(
-        &tl,
-        &mut model,
-        vec![(key, Lsn(0x200), commit(1))],
-        Lsn(0x300),
-    );
+    let key = test_key(5);
+    image_then_commit(&tl, &mut model, key, 1, Lsn(0x300));
     tl.get(key, Lsn(0x300)).unwrap();
     assert_eq!(cache.stats().entries, 1);
     drop(tl);
@@ -210,7 +160,7 @@ fn random_reads_with_small_cache_match_model() {
         let (tl, redo, cache) = timeline(dir.path(), 5 * page_cost);
         let mut model = MemTimeline::new();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let keys: Vec<Key> = (0..8).map(|i| Key::MIN.add(i * 7 + 2)).collect();
+        let keys: Vec<Key> = (0..8).map(|i| test_key(i * 7 + 2)).collect();
         let mut has_image = vec![false; keys.len()];
         let mut lsn = Lsn(0x100);
         let mut reads = 0usize;
@@ -220,7 +170,7 @@ fn random_reads_with_small_cache_match_model() {
                 has_image[ki] = true;
                 image(rng.gen())
             } else {
-                commit(rng.gen_range(0..30000))
+                commit(keys[ki], rng.gen_range(0..30000))
             };
             let at = Lsn(lsn.0 + rng.gen_range(1..0x40));
             lsn = Lsn(at.0 + rng.gen_range(0..2));
@@ -276,28 +226,9 @@ fn branch_caches_ancestor_versions_once_settled() {
     let dir = tempfile::tempdir().unwrap();
     let (parent, _, cache) = timeline(&dir.path().join("p"), 1 << 20);
     let mut model = MemTimeline::new();
-    let key = Key::MIN.add(6);
-    put(
-        &parent,
-        &mut model,
-        vec![(key, Lsn(0x100), image(1))],
-        Lsn(0x100),
-    );
-    put(
-        &parent,
-        &mut model,
-        vec![(key, Lsn(0x200), commit(3))],
-        Lsn(0x200),
-    );
-    let meta = TimelineMetadata {
-        disk_consistent_lsn: Lsn(0x200),
-        prev_record_lsn: None,
-        ancestor_timeline: Some(parent.timeline_id),
-        ancestor_lsn: Lsn(0x200),
-        latest_gc_cutoff_lsn: Lsn(0),
-        initdb_lsn: Lsn(0x10),
-        pg_version: 15,
-    };
+    let key = test_key(6);
+    image_then_commit(&parent, &mut model, key, 3, Lsn(0x200));
+    let meta = branch_meta(&parent, Lsn(0x200));
     let redo = Arc::new(CountingRedo::default());
     let deps = TimelineDeps {
         conf: parent.conf.clone(),
@@ -310,7 +241,7 @@ fn branch_caches_ancestor_versions_once_settled() {
         Timeline::create_empty_with(tenant, id, &cdir, &meta, Some(parent.clone()), deps).unwrap();
     {
         let mut w = child.writer();
-        w.put_batch(vec![(Key::MIN.add(99), Lsn(0x300), image(9))])
+        w.put_batch(vec![(test_key(99), Lsn(0x300), image(9))])
             .unwrap();
         w.finish_write(Lsn(0x300), Lsn(0));
     }

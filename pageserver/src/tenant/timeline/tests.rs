@@ -3,28 +3,9 @@
 
 use rand::{Rng, SeedableRng};
 
+use super::test_support::{branch_meta, commit, conf, image, root_meta, test_key};
 use super::*;
 use crate::memstore::MemTimeline;
-use crate::pg_consts::ZERO_PAGE;
-
-fn conf(checkpoint_distance: u64) -> Arc<RwLock<EffectiveTenantConfig>> {
-    Arc::new(RwLock::new(EffectiveTenantConfig {
-        checkpoint_distance,
-        ..EffectiveTenantConfig::DEFAULT
-    }))
-}
-
-fn root_meta() -> TimelineMetadata {
-    TimelineMetadata {
-        disk_consistent_lsn: Lsn(0),
-        prev_record_lsn: None,
-        ancestor_timeline: None,
-        ancestor_lsn: Lsn(0),
-        latest_gc_cutoff_lsn: Lsn(0),
-        initdb_lsn: Lsn(0x10),
-        pg_version: 15,
-    }
-}
 
 fn new_root(dir: &Path, distance: u64) -> Arc<Timeline> {
     Timeline::create_empty(
@@ -51,19 +32,6 @@ fn reload(tl: &Timeline) -> Arc<Timeline> {
     .unwrap()
 }
 
-fn commit(xid: u32) -> Value {
-    Value::WalRecord(NeonWalRecord::ClogSetCommitted {
-        xids: vec![xid],
-        timestamp: 0,
-    })
-}
-
-fn image(b: u8) -> Value {
-    let mut p = vec![0u8; ZERO_PAGE.len()];
-    p[100] = b;
-    Value::Image(Bytes::from(p))
-}
-
 /// Random images and records over a few keys, random flushes; every read equals the model's,
 /// before and after a reload.
 #[test]
@@ -73,7 +41,7 @@ fn random_writes_match_model() {
         let tl = new_root(dir.path(), 64 * 1024);
         let mut model = MemTimeline::new();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let keys: Vec<Key> = (0..6).map(|i| Key::MIN.add(i * 3 + 1)).collect();
+        let keys: Vec<Key> = (0..6).map(|i| test_key(i * 3 + 1)).collect();
         let mut lsn = Lsn(0x100);
         let mut has_image = vec![false; keys.len()];
         for step in 0..300 {
@@ -83,7 +51,7 @@ fn random_writes_match_model() {
                 has_image[ki] = true;
                 image(rng.gen())
             } else {
-                commit(rng.gen_range(0..30000))
+                commit(keys[ki], rng.gen_range(0..30000))
             };
             let batch = vec![(keys[ki], lsn, v)];
             let mut w = tl.writer();
@@ -123,12 +91,8 @@ fn checkpoint_distance_rolls_layers() {
     let tl = new_root(dir.path(), 8192);
     for i in 1..=10u64 {
         let mut w = tl.writer();
-        w.put_batch(vec![(
-            Key::MIN.add(i as u32),
-            Lsn(i * 0x10),
-            image(i as u8),
-        )])
-        .unwrap();
+        w.put_batch(vec![(test_key(i as u32), Lsn(i * 0x10), image(i as u8))])
+            .unwrap();
         w.finish_write(Lsn(i * 0x10), Lsn(0));
     }
     assert!(tl.layer_stats().0 >= 4, "{:?}", tl.layer_stats());
@@ -139,7 +103,7 @@ fn checkpoint_distance_rolls_layers() {
 fn load_removes_non_durable_and_temporary_files() {
     let dir = tempfile::tempdir().unwrap();
     let tl = new_root(dir.path(), 1 << 20);
-    let key = Key::MIN.add(5);
+    let key = test_key(5);
     let put = |lsn: u64, b: u8| {
         let mut w = tl.writer();
         w.put_batch(vec![(key, Lsn(lsn), image(b))]).unwrap();
@@ -179,18 +143,13 @@ fn load_removes_non_durable_and_temporary_files() {
 fn branch_reads_ancestor_at_branch_point() {
     let dir = tempfile::tempdir().unwrap();
     let parent = new_root(&dir.path().join("p"), 1 << 20);
-    let key = Key::MIN.add(9);
+    let key = test_key(9);
     for (lsn, b) in [(0x100u64, 1u8), (0x300, 3)] {
         let mut w = parent.writer();
         w.put_batch(vec![(key, Lsn(lsn), image(b))]).unwrap();
         w.finish_write(Lsn(lsn), Lsn(0));
     }
-    let meta = TimelineMetadata {
-        disk_consistent_lsn: Lsn(0x200),
-        ancestor_timeline: Some(parent.timeline_id),
-        ancestor_lsn: Lsn(0x200),
-        ..root_meta()
-    };
+    let meta = branch_meta(&parent, Lsn(0x200));
     let child = Timeline::create_empty(
         parent.tenant_id,
         TimelineId::generate(),
@@ -209,13 +168,14 @@ fn branch_reads_ancestor_at_branch_point() {
     {
         let mut w = child.writer();
         assert!(w.put_batch(vec![(key, Lsn(0x200), image(7))]).is_err());
-        w.put_batch(vec![(key, Lsn(0x250), commit(1))]).unwrap();
+        w.put_batch(vec![(key, Lsn(0x250), commit(key, 1))])
+            .unwrap();
         w.finish_write(Lsn(0x250), Lsn(0));
     }
     let page = child.get(key, Lsn(0x250)).unwrap().unwrap();
     let mut expected = BytesMut::from(&img(1)[..]);
-    match commit(1) {
-        Value::WalRecord(r) => apply_neon_record(&mut expected, &r).unwrap(),
+    match commit(key, 1) {
+        Value::WalRecord(r) => apply_neon_record(key, &mut expected, &r).unwrap(),
         Value::Image(_) => unreachable!(),
     }
     assert_eq!(page, expected.freeze());
@@ -260,14 +220,14 @@ fn compaction_keeps_reads() {
     .unwrap();
     let mut model = MemTimeline::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let keys: Vec<Key> = (0..20).map(|i| Key::MIN.add(i * 5)).collect();
+    let keys: Vec<Key> = (0..20).map(|i| test_key(i * 5)).collect();
     for round in 0..6u64 {
         for (i, key) in keys.iter().enumerate() {
             let lsn = Lsn(0x1000 * (round + 1) + i as u64);
             let v = if round == 0 || rng.gen_bool(0.3) {
                 image(rng.gen())
             } else {
-                commit(rng.gen_range(0..30000))
+                commit(*key, rng.gen_range(0..30000))
             };
             let mut w = tl.writer();
             w.put_batch(vec![(*key, lsn, v.clone())]).unwrap();

@@ -129,6 +129,14 @@ fn clog_status_bits() {
     };
     apply_neon_record(&mut page, &clog1, &abort).unwrap();
     assert_eq!(page[1], 0b1000_0100);
+    assert_eq!(clog_status(&page[..], base + 5), CLOG_STATUS_COMMITTED);
+    assert_eq!(clog_status(&page[..], base + 7), CLOG_STATUS_ABORTED);
+    assert_eq!(clog_status(&page[..], base + 6), 0);
+    assert_eq!(
+        clog_status(&page[..8], base + 40),
+        0,
+        "short page: in progress"
+    );
 
     let elsewhere = NeonWalRecord::ClogSetAborted { xids: vec![12] };
     assert!(matches!(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mask;
+pub mod wal;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
