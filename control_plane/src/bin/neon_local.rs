@@ -32,17 +32,9 @@ enum Command {
         pageserver_http_port: Option<u16>,
     },
     /// Start every daemon of the local cluster.
-    Start {
-        /// How long to wait for each daemon, e.g. `10s`, `500ms`.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        start_timeout: Duration,
-    },
+    Start(StartArgs),
     /// Stop every endpoint, then every daemon.
-    Stop {
-        /// `fast` (SIGTERM, graceful) or `immediate` (SIGKILL).
-        #[arg(short, long, default_value = "fast")]
-        mode: StopMode,
-    },
+    Stop(StopArgs),
     /// Show the repository's configuration and what is installed.
     Status,
     /// Manage tenants.
@@ -151,22 +143,29 @@ enum EndpointCmd {
 #[derive(Subcommand)]
 enum PageserverCmd {
     /// Start the pageserver.
-    Start {
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        start_timeout: Duration,
-    },
+    Start(StartArgs),
     /// Stop the pageserver.
-    Stop {
-        #[arg(short, long, default_value = "fast")]
-        mode: StopMode,
-    },
+    Stop(StopArgs),
     /// Stop (gracefully), then start the pageserver.
-    Restart {
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        start_timeout: Duration,
-    },
+    Restart(StartArgs),
     /// Whether the pageserver answers.
     Status,
+}
+
+/// Options of every command that starts a daemon.
+#[derive(clap::Args)]
+struct StartArgs {
+    /// How long to wait for each daemon, e.g. `10s`, `500ms`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    start_timeout: Duration,
+}
+
+/// Options of every command that stops a daemon.
+#[derive(clap::Args)]
+struct StopArgs {
+    /// `fast` (SIGTERM, graceful) or `immediate` (SIGKILL).
+    #[arg(short, long, default_value = "fast")]
+    mode: StopMode,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -225,7 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => status(&repo),
-        Command::Start { start_timeout } => {
+        Command::Start(StartArgs { start_timeout }) => {
             let ps = pageserver(&repo)?;
             ps.start(start_timeout)?;
             println!(
@@ -234,7 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Stop { mode } => stop_pageserver(&repo, mode),
+        Command::Stop(StopArgs { mode }) => stop_pageserver(&repo, mode),
         Command::Pageserver(cmd) => pageserver_cmd(&repo, cmd),
         Command::Tenant(cmd) => tenant_cmd(&repo, cmd),
         Command::Timeline(cmd) => timeline_cmd(&repo, cmd),
@@ -261,15 +260,15 @@ fn stop_pageserver(repo: &Path, mode: StopMode) -> anyhow::Result<()> {
 fn pageserver_cmd(repo: &Path, cmd: PageserverCmd) -> anyhow::Result<()> {
     let ps = pageserver(repo)?;
     match cmd {
-        PageserverCmd::Start { start_timeout } => {
+        PageserverCmd::Start(StartArgs { start_timeout }) => {
             ps.start(start_timeout)?;
             println!(
                 "pageserver started, listening on {} (HTTP {})",
                 ps.pg_addr, ps.http_addr
             );
         }
-        PageserverCmd::Stop { mode } => stop_pageserver(repo, mode)?,
-        PageserverCmd::Restart { start_timeout } => {
+        PageserverCmd::Stop(StopArgs { mode }) => stop_pageserver(repo, mode)?,
+        PageserverCmd::Restart(StartArgs { start_timeout }) => {
             stop_pageserver(repo, StopMode::Fast)?;
             ps.start(start_timeout)?;
             println!("pageserver restarted");
