@@ -37,6 +37,7 @@ cache_root=${NEON_CACHE_DIR:-$HOME/.cache/neon-rs}/postgres
 key=$( {
   cat vendor/postgres-v15/SOURCE
   echo "$configure_flags"
+  echo "install layout 2: regression suite in share/postgresql/regress"
   for p in vendor/postgres-v15/patches/*.patch; do
     [ -e "$p" ] || continue
     echo "== $(basename "$p")"
@@ -85,6 +86,15 @@ make -C "$obj_dir/contrib" -s install
 # pg_regress and the isolation tester, for running PostgreSQL's own suites against a compute.
 make -C "$obj_dir/src/test/isolation" -s -j"$jobs" all
 install -m 755 "$obj_dir/src/test/isolation/pg_isolation_regress" "$obj_dir/src/test/isolation/isolationtester" "$install_dir/bin/"
+# PostgreSQL's regression suite (schedule, sql, expected, data) and its C
+# module, so that tests can run it against an endpoint from a cached install too.
+make -C "$obj_dir/src/test/regress" -s all
+install -m 755 "$obj_dir/src/test/regress/pg_regress" "$install_dir/bin/"
+install -m 755 "$obj_dir/src/test/regress/regress.so" "$install_dir/lib/postgresql/"
+regress_share="$install_dir/share/postgresql/regress"
+rm -rf "$regress_share"
+mkdir -p "$regress_share"
+cp -r "$src_dir/src/test/regress/"{sql,expected,data,parallel_schedule,resultmap} "$regress_share/"
 echo "$key" > "$stamp"
 
 # Keep a copy for fresh clones on this machine (best effort: a full disk only loses the cache).

@@ -14,6 +14,7 @@ pytest_plugins = [
     "fixtures.ports",
     "fixtures.procs",
     "fixtures.pg",
+    "fixtures.neon",
 ]
 
 

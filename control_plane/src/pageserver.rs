@@ -241,6 +241,37 @@ impl PageServerNode {
         self.send("GET", &format!("/v1/tenant/{tenant}/timeline"), None)
     }
 
+    pub fn timeline_info(&self, tenant: TenantId, id: TimelineId) -> anyhow::Result<TimelineInfo> {
+        self.send("GET", &format!("/v1/tenant/{tenant}/timeline/{id}"), None)
+    }
+
+    /// Makes the pageserver pull the timeline's WAL from a primary compute.
+    pub fn set_wal_source(
+        &self,
+        tenant: TenantId,
+        id: TimelineId,
+        connstr: &str,
+        slot_name: &str,
+    ) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "connstr": connstr, "slot_name": slot_name });
+        let _: serde_json::Value = self.send(
+            "PUT",
+            &format!("/v1/tenant/{tenant}/timeline/{id}/wal_source"),
+            Some(body),
+        )?;
+        Ok(())
+    }
+
+    /// Stops pulling the timeline's WAL (idempotent).
+    pub fn delete_wal_source(&self, tenant: TenantId, id: TimelineId) -> anyhow::Result<()> {
+        let _: serde_json::Value = self.send(
+            "DELETE",
+            &format!("/v1/tenant/{tenant}/timeline/{id}/wal_source"),
+            None,
+        )?;
+        Ok(())
+    }
+
     /// Imports a base backup tar (and a tar of WAL segments up to `end`) into the new
     /// timeline `id` through the page service; returns when the timeline is durable.
     pub fn timeline_import(&self, req: &ImportRequest) -> anyhow::Result<()> {

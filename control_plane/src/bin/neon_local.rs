@@ -13,6 +13,10 @@ use control_plane::pageserver::{ImportRequest, PageServerNode, DEFAULT_DEADLINE}
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
+#[path = "neon_local/endpoint_cmd.rs"]
+mod endpoint_cmd;
+use endpoint_cmd::EndpointCmd;
+
 #[derive(Parser)]
 #[command(name = "neon_local", version, about = "Run a local Neon cluster")]
 struct Cli {
@@ -129,18 +133,6 @@ enum TimelineCmd {
 }
 
 #[derive(Subcommand)]
-enum EndpointCmd {
-    /// Create an endpoint.
-    Create,
-    /// Start an endpoint.
-    Start,
-    /// Stop an endpoint.
-    Stop,
-    /// List endpoints.
-    List,
-}
-
-#[derive(Subcommand)]
 enum PageserverCmd {
     /// Start the pageserver.
     Start(StartArgs),
@@ -169,13 +161,13 @@ struct StopArgs {
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum StopMode {
+pub(crate) enum StopMode {
     Fast,
     Immediate,
 }
 
 /// `10s`, `500ms`, `2m` or a number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
@@ -233,11 +225,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Stop(StopArgs { mode }) => stop_pageserver(&repo, mode),
+        Command::Stop(StopArgs { mode }) => {
+            endpoint_cmd::stop_all(&repo, matches!(mode, StopMode::Immediate))?;
+            stop_pageserver(&repo, mode)
+        }
         Command::Pageserver(cmd) => pageserver_cmd(&repo, cmd),
         Command::Tenant(cmd) => tenant_cmd(&repo, cmd),
         Command::Timeline(cmd) => timeline_cmd(&repo, cmd),
-        Command::Endpoint(_) | Command::Safekeeper(_) | Command::StorageBroker(_) => {
+        Command::Endpoint(cmd) => endpoint_cmd::endpoint_cmd(&repo, cmd),
+        Command::Safekeeper(_) | Command::StorageBroker(_) => {
             bail!("not implemented yet: this command needs the safekeepers and compute")
         }
     }
@@ -282,7 +278,7 @@ fn pageserver_cmd(repo: &Path, cmd: PageserverCmd) -> anyhow::Result<()> {
 }
 
 /// `--tenant-id`, else the default tenant.
-fn tenant_or_default(repo: &Path, id: Option<TenantId>) -> anyhow::Result<TenantId> {
+pub(crate) fn tenant_or_default(repo: &Path, id: Option<TenantId>) -> anyhow::Result<TenantId> {
     match id {
         Some(id) => Ok(id),
         None => BranchMappings::load(repo)?
