@@ -5,6 +5,9 @@
 //! stored as page images with their page LSN set to the end LSN (unless the page is new);
 //! everything else is stored as the whole record ([`NeonWalRecord::Postgres`], `will_init` when
 //! the block has WILL_INIT or an image to apply), replayed later by `postgres --wal-redo`.
+//! That includes the `neon_cid` records (custom rmgr 134) of our compute, which set the
+//! command ids of heap tuples and are replayed by the `neon_rmgr` library the wal-redo
+//! process loads.
 //! Touching block N of a relation creates the relation if needed and extends it to N+1 blocks,
 //! filling the gap with zero pages.
 //!

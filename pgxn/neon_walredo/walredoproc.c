@@ -28,7 +28,8 @@
  * redo_read_buffer_filter (0002 patch). Records of resource managers that change more
  * than relation pages (transactions, SLRUs, relation files, ...) are refused. The
  * XLOG resource manager is handled here (full-page images only), since its redo routine
- * insists on restoring every block of an XLOG_FPI record.
+ * insists on restoring every block of an XLOG_FPI record. The custom resource manager
+ * neon_cid (134) is replayed by the neon_rmgr library, loaded at startup.
  *
  * Not done: seccomp sandboxing (Neon filters system calls once the loop starts).
  */
@@ -37,6 +38,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "access/heapam_xlog.h"
 #include "access/rmgr.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
@@ -65,6 +67,8 @@ PG_MODULE_MAGIC;
 #define STDIN_BUFFER_BYTES (64 * 1024)
 #define TAG_BYTES 17
 #define END_LSN_BYTES 8
+/* libraries loaded as if by shared_preload_libraries (they may register rmgrs) */
+#define WAL_REDO_PRELOAD_LIBRARIES "neon_rmgr"
 
 PGDLLEXPORT void WalRedoMain(int argc, char *argv[]);
 
@@ -161,6 +165,13 @@ init_wal_redo_process(const char *argv0)
 	set_option("autovacuum_max_workers", "1");
 	set_option("max_locks_per_transaction", "10");
 	set_option("wal_buffers", "8");
+
+	/*
+	 * Custom resource managers can only be registered while shared_preload_libraries
+	 * are loaded: neon_rmgr replays the heap command-id records of our computes.
+	 */
+	set_option("shared_preload_libraries", WAL_REDO_PRELOAD_LIBRARIES);
+	process_shared_preload_libraries();
 	InitializeMaxBackends();
 
 	/*
@@ -441,6 +452,7 @@ rmgr_changes_only_pages(RmgrId rmid)
 		case RM_SPGIST_ID:
 		case RM_BRIN_ID:
 		case RM_GENERIC_ID:
+		case RM_NEON_CID_ID:	/* neon_rmgr: t_cid of heap tuples */
 			return true;
 		default:
 			return false;

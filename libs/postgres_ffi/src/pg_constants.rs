@@ -164,6 +164,12 @@ pub const RM_LOGICALMSG_ID: u8 = 21;
 pub const RM_MAX_BUILTIN_ID: u8 = RM_LOGICALMSG_ID;
 /// Lowest id available to custom (extension) resource managers.
 pub const RM_MIN_CUSTOM_ID: u8 = 128;
+/// Our compute's custom resource manager for heap command ids (pgxn/neon_rmgr), whose
+/// records reference heap pages like heap records do. pg_waldump (and `rmgr_name`) call it
+/// `custom134`, since pg_waldump cannot load the library.
+pub const RM_NEON_CID_ID: u8 = 134;
+/// The name neon_rmgr registers for [`RM_NEON_CID_ID`] (server logs, pg_walinspect).
+pub const RM_NEON_CID_NAME: &str = "neon_cid";
 
 /// Names of the built-in resource managers, indexed by id, as pg_waldump prints them.
 pub const BUILTIN_RMGR_NAMES: [&str; RM_MAX_BUILTIN_ID as usize + 1] = [
@@ -237,6 +243,7 @@ mod tests {
         assert_eq!(rmgr_name(RM_HEAP_ID).unwrap(), "Heap");
         assert_eq!(rmgr_name(RM_LOGICALMSG_ID).unwrap(), "LogicalMessage");
         assert_eq!(rmgr_name(128).unwrap(), "custom128");
+        assert_eq!(rmgr_name(RM_NEON_CID_ID).unwrap(), "custom134");
         assert_eq!(rmgr_name(255).unwrap(), "custom255");
         assert_eq!(rmgr_name(22), None);
         assert_eq!(rmgr_name(127), None);

@@ -5,7 +5,8 @@ use pageserver_api::key::{rel_block_to_key, slru_block_to_key, RelTag, SlruKind}
 use pageserver_api::value::{NeonWalRecord, Value};
 use postgres_ffi::page::get_page_lsn;
 use postgres_ffi::pg_constants::{
-    BKPBLOCK_HAS_IMAGE, BKPBLOCK_WILL_INIT, BKPIMAGE_APPLY, XLR_BLOCK_ID_DATA_LONG,
+    BKPBLOCK_HAS_DATA, BKPBLOCK_HAS_IMAGE, BKPBLOCK_WILL_INIT, BKPIMAGE_APPLY,
+    XLR_BLOCK_ID_DATA_LONG,
 };
 use postgres_ffi::records::rmgr;
 use postgres_ffi::records::{self as r, CheckPoint};
@@ -36,6 +37,8 @@ struct Blk {
     blkno: u32,
     flags: u8,
     image: Option<Vec<u8>>,
+    /// Block data (BKPBLOCK_HAS_DATA when non-empty).
+    data: Vec<u8>,
 }
 
 fn blk(id: u8, fork: ForkNumber, blkno: u32) -> Blk {
@@ -45,6 +48,7 @@ fn blk(id: u8, fork: ForkNumber, blkno: u32) -> Blk {
         blkno,
         flags: 0,
         image: None,
+        data: Vec::new(),
     }
 }
 
@@ -54,8 +58,14 @@ fn record(rmid: u8, info: u8, xid: u32, blocks: &[Blk], main: &[u8], end: u64) -
     for b in blocks {
         let has_image = b.image.is_some();
         body.push(b.id);
-        body.push(b.fork as u8 | b.flags | if has_image { BKPBLOCK_HAS_IMAGE } else { 0 });
-        body.extend_from_slice(&0u16.to_le_bytes());
+        let has_data = if b.data.is_empty() {
+            0
+        } else {
+            BKPBLOCK_HAS_DATA
+        };
+        let image_flag = if has_image { BKPBLOCK_HAS_IMAGE } else { 0 };
+        body.push(b.fork as u8 | b.flags | image_flag | has_data);
+        body.extend_from_slice(&(b.data.len() as u16).to_le_bytes());
         if has_image {
             body.extend_from_slice(&(BLCKSZ as u16).to_le_bytes());
             body.extend_from_slice(&0u16.to_le_bytes());
@@ -71,6 +81,7 @@ fn record(rmid: u8, info: u8, xid: u32, blocks: &[Blk], main: &[u8], end: u64) -
     }
     for b in blocks {
         body.extend_from_slice(b.image.as_deref().unwrap_or(&[]));
+        body.extend_from_slice(&b.data);
     }
     body.extend_from_slice(main);
     let header = XLogRecordHeader {
@@ -578,4 +589,62 @@ fn undecodable_main_data_is_an_error() {
     );
     let err = ingest_batch(&mut tl, &mut ing, vec![bad]).unwrap_err();
     assert!(matches!(err, IngestError::Decode { .. }), "{err}");
+}
+
+/// Our compute's neon_cid records (custom rmgr 134, block data only) are stored under each
+/// block they reference, like heap records, and clear no visibility-map bits.
+#[test]
+fn neon_cid_records_are_stored_per_block() {
+    let (mut tl, mut ing) = setup();
+    let insert = record(
+        rmgr::RM_HEAP_ID,
+        r::heap::XLOG_HEAP_INSERT,
+        1001,
+        &[blk(0, ForkNumber::Main, 3)],
+        &[1, 0, 0],
+        0x200,
+    );
+    let entry = r::NeonCidEntry {
+        offnum: 1,
+        ntuples: 1,
+        combo: true,
+        cid: 4,
+    };
+    let mut new_page = blk(0, ForkNumber::Main, 3);
+    new_page.data = entry.encode().to_vec();
+    let mut old_page = blk(1, ForkNumber::Main, 5);
+    old_page.data = entry.encode().to_vec();
+    let cid = record(
+        rmgr::RM_NEON_CID_ID,
+        r::neon_cid::XLOG_NEON_CID_SET,
+        1001,
+        &[new_page, old_page],
+        &[],
+        0x240,
+    );
+    assert_eq!(cid.rmgr_name(), "custom134");
+    assert_eq!(
+        r::decode_neon_cid_block(cid.header.xl_info, &cid.blocks[1].data).unwrap(),
+        vec![entry]
+    );
+    ingest(&mut tl, &mut ing, vec![insert.clone(), cid.clone()]);
+    assert_eq!(tl.last_record_lsn(), Lsn(0x240));
+    assert_eq!(tl.get_rel_size(main_rel(), Lsn(0x200)).unwrap(), Some(4));
+    assert_eq!(tl.get_rel_size(main_rel(), Lsn(0x240)).unwrap(), Some(6));
+    let pg = |rec: &DecodedWalRecord| {
+        Value::WalRecord(NeonWalRecord::Postgres {
+            will_init: false,
+            rec: rec.record.clone(),
+        })
+    };
+    assert_eq!(
+        tl.versions(rel_block_to_key(main_rel(), 3)),
+        vec![(Lsn(0x200), pg(&insert)), (Lsn(0x240), pg(&cid))]
+    );
+    assert_eq!(
+        tl.versions(rel_block_to_key(main_rel(), 5)),
+        vec![(Lsn(0x240), pg(&cid))]
+    );
+    let vm = RelTag::new(RNODE, ForkNumber::VisibilityMap);
+    assert_eq!(tl.get_rel_size(vm, Lsn(0x240)).unwrap(), None);
 }

@@ -15,6 +15,7 @@ pub mod heap;
 pub mod heap2;
 pub mod logicalmsg;
 pub mod multixact;
+pub mod neon_cid;
 pub(crate) mod reader;
 pub mod relmap;
 pub mod smgr;
@@ -35,6 +36,7 @@ pub use multixact::{
     decode_multixact, MultiXactCreate, MultiXactMember, MultiXactRecord, MultiXactStatus,
     MultiXactTruncate,
 };
+pub use neon_cid::{decode_neon_cid_block, NeonCidEntry};
 pub use relmap::{decode_relmap, RelMapUpdate};
 pub use smgr::{decode_smgr, SmgrRecord, SmgrTruncate};
 pub use standby::{decode_standby, RunningXacts, StandbyLock, StandbyRecord};
@@ -52,8 +54,8 @@ pub mod rmgr {
     pub use crate::pg_constants::{
         RM_BRIN_ID, RM_BTREE_ID, RM_CLOG_ID, RM_COMMIT_TS_ID, RM_DBASE_ID, RM_GENERIC_ID,
         RM_GIN_ID, RM_GIST_ID, RM_HASH_ID, RM_HEAP2_ID, RM_HEAP_ID, RM_LOGICALMSG_ID,
-        RM_MAX_BUILTIN_ID, RM_MULTIXACT_ID, RM_RELMAP_ID, RM_REPLORIGIN_ID, RM_SEQ_ID, RM_SMGR_ID,
-        RM_SPGIST_ID, RM_STANDBY_ID, RM_TBLSPC_ID, RM_XACT_ID, RM_XLOG_ID,
+        RM_MAX_BUILTIN_ID, RM_MULTIXACT_ID, RM_NEON_CID_ID, RM_RELMAP_ID, RM_REPLORIGIN_ID,
+        RM_SEQ_ID, RM_SMGR_ID, RM_SPGIST_ID, RM_STANDBY_ID, RM_TBLSPC_ID, RM_XACT_ID, RM_XLOG_ID,
     };
 }
 
@@ -130,7 +132,8 @@ impl TypedRecord {
 ///
 /// Returns `Ok(None)` for rmgrs whose records are only replayed by PostgreSQL itself (Btree,
 /// Hash, Gin, Gist, Sequence, SPGist, BRIN, Generic, Tablespace, CommitTs, ReplicationOrigin)
-/// and for unknown or custom rmgr IDs.
+/// and for unknown or custom rmgr IDs. Our compute's `neon_cid` records ([`RM_NEON_CID_ID`](
+/// rmgr::RM_NEON_CID_ID)) have no main data, only block data: see [`decode_neon_cid_block`].
 pub fn decode_main_data(
     rmid: u8,
     info: u8,
@@ -196,6 +199,7 @@ mod tests {
             RM_COMMIT_TS_ID,
             RM_REPLORIGIN_ID,
             RM_GENERIC_ID,
+            RM_NEON_CID_ID,
             22,
             128,
             255,

@@ -7,7 +7,8 @@
 //! Masked everywhere: pd_checksum, pd_prune_xid, the PD_HAS_FREE_LINES and PD_PAGE_FULL
 //! hints, and the free space between pd_lower and pd_upper.
 //! Heap: per tuple the four commit-status hint bits of t_infomask (XMIN/XMAX
-//! COMMITTED/INVALID), t_cid (redo writes FirstCommandId), and alignment padding.
+//! COMMITTED/INVALID), t_cid (redo writes FirstCommandId, unless the WAL has neon_cid
+//! records: see [`mask_heap_keep_cid`]), and alignment padding.
 //! Btree: line pointer flags on leaf pages (LP_DEAD hints), BTP_HAS_GARBAGE, BTP_SPLIT_END
 //! and btpo_cycleid. GIN: the whole content of deleted pages.
 
@@ -72,10 +73,22 @@ fn mask_common(page: &mut [u8], mask_hole: bool) {
 }
 
 pub fn mask_heap(page: &mut [u8]) {
+    mask_heap_tuples(page, true);
+}
+
+/// Like [`mask_heap`], but t_cid is compared: for the WAL of a server that loaded neon_rmgr,
+/// whose `neon_cid` records give redo the tuples' real command ids.
+pub fn mask_heap_keep_cid(page: &mut [u8]) {
+    mask_heap_tuples(page, false);
+}
+
+fn mask_heap_tuples(page: &mut [u8], mask_cid: bool) {
     mask_common(page, true);
     for (off, flags, len) in line_pointers(page) {
         if flags == LP_NORMAL && len >= HEAP_TUPLE_HEADER_BYTES && off + len <= PAGE_BYTES {
-            page[off + 8..off + 12].fill(0);
+            if mask_cid {
+                page[off + 8..off + 12].fill(0);
+            }
             let infomask = u16_at(page, off + 20) & !HEAP_HINT_BITS;
             set_u16(page, off + 20, infomask);
         }

@@ -17,12 +17,15 @@ pub fn pg_install_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pg_install"));
     let postgres = dir.join("v15/bin/postgres");
     let library = dir.join("v15/lib/postgresql/neon_walredo.so");
-    assert!(
-        postgres.is_file() && library.is_file(),
-        "{} or {} is missing: build PostgreSQL with `make postgres` (or set POSTGRES_DISTRIB_DIR)",
-        postgres.display(),
-        library.display()
-    );
+    // loaded by the wal-redo process (and by clusters that write neon_cid records)
+    let rmgr = dir.join("v15/lib/postgresql/neon_rmgr.so");
+    for file in [&postgres, &library, &rmgr] {
+        assert!(
+            file.is_file(),
+            "{} is missing: build PostgreSQL with `make postgres` (or set POSTGRES_DISTRIB_DIR)",
+            file.display()
+        );
+    }
     dir
 }
 

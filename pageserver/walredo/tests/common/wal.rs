@@ -82,8 +82,19 @@ pub fn run_workload_and_stop(
     workload: &str,
     relations_query: &str,
 ) -> (TestCluster, u32, HashMap<String, u32>) {
+    run_workload_and_stop_with(workload, relations_query, &[])
+}
+
+/// [`run_workload_and_stop`] with more server settings (name=value).
+pub fn run_workload_and_stop_with(
+    workload: &str,
+    relations_query: &str,
+    settings: &[&str],
+) -> (TestCluster, u32, HashMap<String, u32>) {
     let mut cluster = TestCluster::init(&[]);
-    cluster.start(&["full_page_writes=on", "wal_compression=off"]);
+    let mut all = vec!["full_page_writes=on", "wal_compression=off"];
+    all.extend_from_slice(settings);
+    cluster.start(&all);
     cluster.psql(workload);
     let out = cluster.psql(relations_query);
     cluster.stop();
