@@ -437,9 +437,13 @@ impl Tenant {
             self.redo.clone(),
         )?;
         {
+            // The data directory at its shutdown checkpoint, then that checkpoint record from
+            // its pg_wal: the timeline ends right after the record and knows it as the prev
+            // record, so a primary compute can start writable on the new timeline.
             let mut w = tl.writer();
-            crate::import_datadir::import_datadir(&mut w, pgdata, lsn)
+            let (_, wal) = crate::import_wal::bootstrap_from_datadir(&mut w, pgdata)
                 .map_err(|e| TenantError::Bootstrap(e.to_string()))?;
+            debug_assert!(wal.prev_record_lsn.is_valid() && wal.last_record_lsn + 8 > lsn);
         }
         tl.freeze_and_flush()?;
         Ok(())
