@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use compute_api::spec::{Cluster, ComputeMode, ComputeSpec, Setting, SPEC_FORMAT_VERSION};
 use serde::{Deserialize, Serialize};
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
@@ -241,30 +242,38 @@ impl Endpoint {
         )
     }
 
-    /// The compute spec (see docs/compute_ctl.md).
-    pub fn spec(&self, pageserver_pg_addr: &str) -> anyhow::Result<serde_json::Value> {
+    /// The compute spec (see docs/compute_ctl.md), validated.
+    pub fn spec(&self, pageserver_pg_addr: &str) -> anyhow::Result<ComputeSpec> {
         let (host, port) = pageserver_pg_addr
             .rsplit_once(':')
             .with_context(|| format!("bad pageserver address {pageserver_pg_addr:?}"))?;
         let mode = match self.conf.mode {
-            EndpointMode::Primary => serde_json::json!("primary"),
-            EndpointMode::Static(lsn) => serde_json::json!({ "static": lsn.to_string() }),
+            EndpointMode::Primary => ComputeMode::Primary,
+            EndpointMode::Static(lsn) => ComputeMode::Static(lsn),
         };
-        let settings: Vec<serde_json::Value> = self
+        let settings = self
             .conf
             .settings
             .iter()
-            .map(|(name, value)| serde_json::json!({ "name": name, "value": value }))
+            .map(|(name, value)| Setting {
+                name: name.clone(),
+                value: value.clone(),
+            })
             .collect();
-        Ok(serde_json::json!({
-            "format_version": 1,
-            "tenant_id": self.conf.tenant_id.to_string(),
-            "timeline_id": self.conf.timeline_id.to_string(),
-            "mode": mode,
-            "pageserver_connstring": format!("host={host} port={port}"),
-            "pg_port": self.conf.pg_port,
-            "cluster": { "roles": [], "databases": [], "settings": settings },
-        }))
+        let spec = ComputeSpec {
+            format_version: SPEC_FORMAT_VERSION,
+            tenant_id: self.conf.tenant_id,
+            timeline_id: self.conf.timeline_id,
+            mode,
+            pageserver_connstring: format!("host={host} port={port}"),
+            pg_port: self.conf.pg_port,
+            cluster: Cluster {
+                settings,
+                ..Default::default()
+            },
+        };
+        spec.validate().context("check the compute spec")?;
+        Ok(spec)
     }
 
     /// The running compute_ctl's pid, if any.
@@ -324,7 +333,7 @@ impl Endpoint {
             self.check_single_primary(repo)?;
         }
         let spec_path = self.dir.join("spec.json");
-        let spec = serde_json::to_string_pretty(&self.spec(&ps.pg_addr)?)?;
+        let spec = self.spec(&ps.pg_addr)?.to_json();
         utils::crashsafe::durable_write(&spec_path, spec.as_bytes())
             .with_context(|| format!("write {}", spec_path.display()))?;
         let mut child = self.spawn_compute_ctl(env, &spec_path)?;
