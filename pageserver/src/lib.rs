@@ -9,7 +9,8 @@
 //! - [`import_wal`]: importing WAL segments (directory or tar), and bootstrap after initdb;
 //! - [`basebackup`]: generating basebackup and fullbackup tars;
 //! - [`apply_neon`]: applying the pageserver's own record types in Rust;
-//! - [`memstore`]: an in-memory timeline for tests and tools.
+//! - [`memstore`]: an in-memory timeline for tests and tools;
+//! - [`walreceiver`]: pulling WAL from a primary over physical replication.
 
 pub mod apply_neon;
 pub mod basebackup;
@@ -25,3 +26,4 @@ pub mod pgdatadir_mapping;
 pub mod storage_api;
 pub mod tenant;
 pub mod walingest;
+pub mod walreceiver;

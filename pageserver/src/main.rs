@@ -3,7 +3,8 @@
 //! `pageserver --workdir DIR [--init] [-c key=value]...`: with `--init`, writes
 //! `DIR/pageserver.toml` from the overrides and exits; otherwise loads it, logs to
 //! `DIR/pageserver.log`, claims `DIR/pageserver.pid`, loads the tenants, serves the page
-//! service and the HTTP API, and shuts down gracefully on SIGINT/SIGTERM/SIGQUIT.
+//! service and the HTTP API, resumes the walreceivers of timelines with a WAL source, and
+//! shuts down gracefully on SIGINT/SIGTERM/SIGQUIT.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use pageserver::tenant::mgr::TenantManager;
 use pageserver::tenant::redo::PostgresRedo;
 use pageserver::tenant::timeline::Redo;
 use pageserver::tenant::TenantEnv;
+use pageserver::walreceiver::WalReceivers;
 use tokio_util::sync::CancellationToken;
 use utils::logging::{self, Output};
 
@@ -89,12 +91,15 @@ async fn run(conf: ResolvedConf) -> anyhow::Result<()> {
     pageserver::tenant::page_cache::configure_global(conf.page_cache_size_bytes);
     let tenants_dir = conf.tenants_path();
     let mgr = tokio::task::spawn_blocking(move || TenantManager::load(tenants_dir, env)).await??;
+    let walreceivers = WalReceivers::new();
+    walreceivers.start_all(&mgr);
     let listeners_cancel = shutdown.child_token();
     let http_task = tokio::spawn(http::serve(
         http_listener,
         ApiState {
             mgr: mgr.clone(),
             node_id: conf.id,
+            walreceivers: walreceivers.clone(),
         },
         listeners_cancel.clone(),
     ));
@@ -114,6 +119,8 @@ async fn run(conf: ResolvedConf) -> anyhow::Result<()> {
         tracing::warn!("HTTP server ended with {e}");
     }
     let _ = page_task.await;
+    tracing::info!("shutting down: stopping walreceivers");
+    walreceivers.shutdown().await;
     tracing::info!("shutting down: stopping tenants");
     mgr.shutdown().await;
     signals.abort();

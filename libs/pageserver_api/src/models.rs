@@ -11,8 +11,10 @@ use utils::lsn::Lsn;
 
 pub mod duration_serde;
 mod tenant_config;
+mod wal_source;
 
 pub use tenant_config::{EffectiveTenantConfig, TenantConfig, TenantConfigError};
+pub use wal_source::{WalReceiverStatus, WalSourceRequest, DEFAULT_WAL_SOURCE_SLOT};
 
 /// `POST /v1/tenant`: create a tenant. `config` may be omitted (all defaults).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -153,6 +153,12 @@ pub fn render(layers: (usize, u64)) -> String {
         "Bytes of layer files on local disk.",
         layers.1,
     );
+    for (name, kind, help, v) in crate::walreceiver::METRICS.samples() {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
     out
 }
 
@@ -180,6 +186,9 @@ mod tests {
             "pageserver_page_cache_hits_total ",
             "pageserver_page_cache_misses_total ",
             "pageserver_page_cache_bytes ",
+            "pageserver_walreceiver_wal_bytes_received_total ",
+            "pageserver_walreceiver_records_ingested_total ",
+            "pageserver_walreceiver_reconnects_total ",
         ] {
             assert!(
                 text.contains(&format!("\n{name}")),

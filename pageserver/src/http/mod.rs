@@ -19,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tenant::mgr::TenantManager;
 use crate::tenant::TenantError;
+use crate::walreceiver::{WalReceiverError, WalReceivers};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct ApiState {
     pub mgr: Arc<TenantManager>,
     pub node_id: u64,
+    pub walreceivers: Arc<WalReceivers>,
 }
 
 /// An error answer of the API.
@@ -83,6 +85,17 @@ impl From<TenantError> for ApiError {
     }
 }
 
+impl From<WalReceiverError> for ApiError {
+    fn from(e: WalReceiverError) -> ApiError {
+        let msg = e.to_string();
+        match e {
+            WalReceiverError::BadSource(_) => ApiError::BadRequest(msg),
+            WalReceiverError::ShuttingDown => ApiError::ShuttingDown,
+            WalReceiverError::File(_) => ApiError::Internal(msg),
+        }
+    }
+}
+
 /// HTTP method of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -122,6 +135,18 @@ pub const ROUTES: &[(Method, &str)] = &[
     (
         Method::Put,
         "/v1/tenant/{tenant_id}/timeline/{timeline_id}/compact",
+    ),
+    (
+        Method::Put,
+        "/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source",
+    ),
+    (
+        Method::Get,
+        "/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source",
+    ),
+    (
+        Method::Delete,
+        "/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source",
     ),
 ];
 

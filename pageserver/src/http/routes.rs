@@ -11,6 +11,7 @@ use axum::routing::{self, MethodRouter};
 use axum::Json;
 use pageserver_api::models::{
     StatusResponse, TenantConfigRequest, TenantCreateRequest, TimelineCreateRequest, TimelineInfo,
+    WalSourceRequest,
 };
 use serde::de::DeserializeOwned;
 use utils::id::{TenantId, TimelineId};
@@ -41,6 +42,15 @@ pub(super) fn handler(method: Method, path: &str) -> Option<MethodRouter<ApiStat
         }
         (Method::Put, "/v1/tenant/{tenant_id}/timeline/{timeline_id}/compact") => {
             routing::put(timeline_compact)
+        }
+        (Method::Put, "/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source") => {
+            routing::put(wal_source_put)
+        }
+        (Method::Get, "/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source") => {
+            routing::get(wal_source_get)
+        }
+        (Method::Delete, "/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source") => {
+            routing::delete(wal_source_delete)
         }
         _ => return None,
     };
@@ -141,6 +151,18 @@ async fn timeline_info(tl: Arc<Timeline>) -> Result<TimelineInfo, ApiError> {
     blocking(move || Ok(tl.info(logical_size(&tl)))).await
 }
 
+/// The timeline info with its walreceiver's status as `wal_receiver` (if it has a source).
+async fn timeline_info_json(st: &ApiState, tl: Arc<Timeline>) -> ApiResult {
+    let status = st.walreceivers.status(tl.tenant_id, tl.timeline_id);
+    let mut v = serde_json::to_value(timeline_info(tl).await?)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let (Some(obj), Some(status)) = (v.as_object_mut(), status) {
+        let status = serde_json::to_value(status).map_err(|e| ApiError::Internal(e.to_string()))?;
+        obj.insert("wal_receiver".into(), status);
+    }
+    json(StatusCode::OK, v)
+}
+
 async fn timeline_create(
     State(st): State<ApiState>,
     Path(tenant_id): Path<String>,
@@ -182,7 +204,7 @@ async fn timeline_get(
     Path((tenant_id, timeline_id)): Path<(String, String)>,
 ) -> ApiResult {
     let tl = find_timeline(&st, &tenant_id, &timeline_id)?;
-    json(StatusCode::OK, timeline_info(tl).await?)
+    timeline_info_json(&st, tl).await
 }
 
 async fn timeline_checkpoint(
@@ -218,4 +240,43 @@ async fn timeline_compact(
             "images_created": outcome.images_created,
         }),
     )
+}
+
+/// Sets the timeline's WAL source (persisted) and starts pulling WAL from it.
+async fn wal_source_put(
+    State(st): State<ApiState>,
+    Path((tenant_id, timeline_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let req: WalSourceRequest = parse_json(&body)?;
+    let tid: TenantId = parse_id("tenant id", &tenant_id)?;
+    let tenant = st.mgr.get(tid)?;
+    let tl = find_timeline(&st, &tenant_id, &timeline_id)?;
+    let status = st.walreceivers.set_source(&tenant, tl, &req).await?;
+    json(StatusCode::OK, status)
+}
+
+/// The timeline's walreceiver status (404 without a source).
+async fn wal_source_get(
+    State(st): State<ApiState>,
+    Path((tenant_id, timeline_id)): Path<(String, String)>,
+) -> ApiResult {
+    let tl = find_timeline(&st, &tenant_id, &timeline_id)?;
+    match st.walreceivers.status(tl.tenant_id, tl.timeline_id) {
+        Some(status) => json(StatusCode::OK, status),
+        None => Err(ApiError::NotFound(format!(
+            "timeline {} has no WAL source",
+            tl.timeline_id
+        ))),
+    }
+}
+
+/// Stops the timeline's walreceiver and forgets its source (idempotent).
+async fn wal_source_delete(
+    State(st): State<ApiState>,
+    Path((tenant_id, timeline_id)): Path<(String, String)>,
+) -> ApiResult {
+    let tl = find_timeline(&st, &tenant_id, &timeline_id)?;
+    st.walreceivers.remove_source(&tl).await?;
+    json(StatusCode::OK, serde_json::json!({}))
 }

@@ -27,7 +27,7 @@ pub(super) fn scan_layer_files(
         let entry = entry.map_err(io)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name == METADATA_FILE_NAME {
+        if name == METADATA_FILE_NAME || name == crate::walreceiver::WAL_SOURCE_FILE_NAME {
             continue;
         }
         let remove = |why: &str| -> Result<(), TimelineError> {
