@@ -205,8 +205,12 @@ class Neon:
 
 
 class Stock:
-    def __init__(self, tmp: Path):
-        self.dir = tmp / "stock"
+    """A plain PostgreSQL on local disk: Debian's stock build, or our own build without neon
+    (same binaries and assertions as the compute: isolates the cost of remote storage)."""
+
+    def __init__(self, tmp: Path, bindir: Path = STOCK_BIN, name: str = "stock"):
+        self.dir = tmp / name
+        self.bin = bindir
         self.port = free_port()
 
     def setup(self) -> None:
@@ -215,7 +219,7 @@ class Stock:
             shutil.chown(self.dir, PG_USER, PG_USER)
         run(
             [
-                STOCK_BIN / "initdb",
+                self.bin / "initdb",
                 "-D",
                 self.dir / "data",
                 "-U",
@@ -234,7 +238,7 @@ class Stock:
         t0 = time.monotonic()
         run(
             [
-                STOCK_BIN / "pg_ctl",
+                self.bin / "pg_ctl",
                 "-D",
                 self.dir / "data",
                 "-l",
@@ -248,13 +252,13 @@ class Stock:
 
     def stop(self) -> None:
         run(
-            [STOCK_BIN / "pg_ctl", "-D", self.dir / "data", "-m", "fast", "stop"],
+            [self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "fast", "stop"],
             pg_user=True,
         )
 
     def teardown(self) -> None:
         run(
-            [STOCK_BIN / "pg_ctl", "-D", self.dir / "data", "-m", "immediate", "stop"],
+            [self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "immediate", "stop"],
             pg_user=True,
             check=False,
         )
