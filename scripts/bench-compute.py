@@ -156,12 +156,13 @@ def read_latency_us(port: int, user: str, scale: int) -> tuple[float, int]:
             "postgres",
         ]
     )
-    reads = sum(
-        int(x) for x in re.findall(r"read=(\d+)(?!\.)", plan.split("I/O Timings")[0])
-    )
-    m = re.search(r"I/O Timings: (?:shared/local )?read=([\d.]+)", plan)
-    if not m or reads == 0:
-        return float("nan"), reads
+    # The top node's lines (before "Planning:") count the whole execution.
+    execution = plan.split("Planning:")[0]
+    b = re.search(r"Buffers: shared (?:hit=\d+ )?read=(\d+)", execution)
+    m = re.search(r"I/O Timings: (?:shared(?:/local)? )?read=([\d.]+)", execution)
+    if not b or not m or int(b.group(1)) == 0:
+        sys.exit(f"cannot read the block reads and I/O time from:\n{plan}")
+    reads = int(b.group(1))
     return float(m.group(1)) * 1000 / reads, reads
 
 
@@ -308,17 +309,20 @@ def main() -> None:
     bindir = ROOT / "target" / profile
     tmp = Path(tempfile.mkdtemp(prefix="bench-compute-"))
     os.chmod(tmp, 0o755)
-    neon, stock = Neon(tmp, bindir), Stock(tmp)
+    nodes = {
+        "compute (neon-rs)": Neon(tmp, bindir),
+        "our PostgreSQL build, local disk": Stock(tmp, PG / "bin", "ours"),
+        "stock PostgreSQL 15 (Debian)": Stock(tmp),
+    }
+    rows = {}
     try:
-        neon.setup()
-        stock.setup()
-        rows = {
-            "compute (neon-rs)": bench(neon, args),
-            "stock PostgreSQL 15": bench(stock, args),
-        }
+        for node in nodes.values():
+            node.setup()
+        for name, node in nodes.items():
+            rows[name] = bench(node, args)
     finally:
-        neon.teardown()
-        stock.teardown()
+        for node in nodes.values():
+            node.teardown()
     metrics = list(next(iter(rows.values())))
     print(
         f"\nscale {args.scale}, {args.clients} clients, {args.duration} s per pgbench run, binaries: {profile}\n"

@@ -142,3 +142,20 @@ def test_branch_at_middle_lsn_and_static_endpoint(neon_env: NeonEnv):
         ro.safe_psql("INSERT INTO t VALUES (0)")
     # The primary still sees its latest state.
     assert main.safe_psql("SELECT count(*) FROM t") == [(240,)]
+
+
+def test_command_ids_survive_eviction(neon_env: NeonEnv):
+    """Heap pages evicted in the middle of a transaction come back from the pageserver with
+    their tuples' command ids (neon_cid records), so a statement does not see its own rows."""
+    ep = neon_env.endpoints.create_start("main", settings={"shared_buffers": "1MB"})
+    with ep.connect(autocommit=False) as conn:
+        conn.execute("CREATE TABLE t (x int, pad text)")
+        conn.execute("INSERT INTO t SELECT g, repeat('p', 200) FROM generate_series(1, 5000) g")
+        conn.execute("INSERT INTO t SELECT * FROM t")
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (10000,)
+        conn.execute("UPDATE t SET x = x + 1 WHERE x % 2 = 0")
+        conn.execute("DELETE FROM t WHERE x % 3 = 0")
+        expected = sum(1 for g in range(1, 5001) if (g + (g % 2 == 0)) % 3 != 0) * 2
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (expected,)
+        conn.commit()
+    assert ep.safe_psql("SELECT count(*) FROM t") == [(expected,)]
