@@ -118,7 +118,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 pub fn pick_ports(taken: &[u16], first: u16) -> anyhow::Result<(u16, u16)> {
     for step in 0..MAX_PORT_PROBES {
         let pg = first.checked_add(step).context("port range exhausted")?;
-        let http = pg.checked_add(HTTP_PORT_OFFSET).context("port range exhausted")?;
+        let http = pg
+            .checked_add(HTTP_PORT_OFFSET)
+            .context("port range exhausted")?;
         if taken.contains(&pg) || taken.contains(&http) {
             continue;
         }
@@ -327,7 +329,10 @@ impl Endpoint {
         deadline: Duration,
     ) -> anyhow::Result<()> {
         if let Some(pid) = self.running_pid() {
-            bail!("endpoint {:?} is already running (compute_ctl pid {pid})", self.conf.name);
+            bail!(
+                "endpoint {:?} is already running (compute_ctl pid {pid})",
+                self.conf.name
+            );
         }
         if self.conf.mode == EndpointMode::Primary {
             self.check_single_primary(repo)?;
@@ -477,7 +482,11 @@ impl Endpoint {
         let Ok(text) = std::fs::read_to_string(&pidfile) else {
             return Ok(());
         };
-        let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+        let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
             return Ok(());
         };
         if !alive(pid) {

@@ -97,7 +97,10 @@ fn daemon_bootstrap_branch_backup_restart() {
     // The bootstrap imports initdb's data directory at its shutdown checkpoint and then that
     // checkpoint record: the timeline ends right after it (so computes can start writable).
     let lsn = |v: &serde_json::Value| v.as_str().unwrap().parse::<utils::lsn::Lsn>().unwrap();
-    assert!(lsn(&info["last_record_lsn"]) > lsn(&info["initdb_lsn"]), "{info}");
+    assert!(
+        lsn(&info["last_record_lsn"]) > lsn(&info["initdb_lsn"]),
+        "{info}"
+    );
     assert_eq!(info["disk_consistent_lsn"], info["last_record_lsn"]);
     assert!(
         info["current_logical_size"].as_u64().unwrap() > 1_000_000,
