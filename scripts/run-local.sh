@@ -12,7 +12,10 @@ export NEON_REPO_DIR=${NEON_REPO_DIR:-$PWD/.neon}
 if [ ! -f "$NEON_REPO_DIR/config" ]; then
   "$neon_local" init
 fi
-"$neon_local" start
+# Idempotent: a second `make run` finds everything running and just prints the summary.
+if ! "$neon_local" pageserver status 2>/dev/null | grep -q 'is running'; then
+  "$neon_local" start
+fi
 if [ -z "$("$neon_local" tenant list)" ]; then
   "$neon_local" tenant create --set-default
 fi
