@@ -287,7 +287,7 @@ impl Endpoint {
             .split(|b| *b == 0)
             .next()
             .is_some_and(|argv0| argv0.ends_with(b"compute_ctl"));
-        is_ours.then_some(pid)
+        (is_ours && !is_zombie(pid)).then_some(pid)
     }
 
     fn status_url(&self) -> String {
@@ -539,8 +539,21 @@ impl Endpoint {
     }
 }
 
+/// Whether `pid` runs. A zombie counts as gone: compute_ctl outlives the neon_local that
+/// spawned it, so whoever inherits it (init, a subreaper like the test harness) may reap it late.
 fn alive(pid: i32) -> bool {
-    utils::pidfile::process_alive(nix::unistd::Pid::from_raw(pid))
+    utils::pidfile::process_alive(nix::unistd::Pid::from_raw(pid)) && !is_zombie(pid)
+}
+
+/// `/proc/<pid>/stat` says state `Z` (the state follows the parenthesised command name).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 fn signal(pid: i32, sig: nix::sys::signal::Signal) {
@@ -615,6 +628,20 @@ mod tests {
         let (pg, http) = pick_ports(&[first, first + 1 + HTTP_PORT_OFFSET], first).unwrap();
         assert!(pg >= first + 2, "{pg}");
         assert_eq!(http, pg + HTTP_PORT_OFFSET);
+    }
+
+    #[test]
+    fn zombies_are_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_zombie(pid) {
+            assert!(Instant::now() < deadline, "child never became a zombie");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!alive(pid));
+        child.wait().unwrap();
+        assert!(alive(std::process::id() as i32));
     }
 
     #[test]
