@@ -15,6 +15,7 @@
 pub mod apply_neon;
 pub mod basebackup;
 pub mod config;
+pub mod framed_json;
 pub mod http;
 pub mod import_datadir;
 pub mod import_wal;

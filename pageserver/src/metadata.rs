@@ -17,6 +17,8 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::framed_json::Frame;
 use utils::id::TimelineId;
 use utils::lsn::Lsn;
 
@@ -25,9 +27,14 @@ pub const METADATA_FILE_NAME: &str = "metadata";
 const MAGIC: &[u8; 4] = b"NTLM";
 /// Current version of the file format.
 pub const METADATA_FORMAT_VERSION: u16 = 1;
-const HEADER_BYTES: usize = 4 + 2 + 4 + 4;
 /// Upper bound on the body; metadata is a few hundred bytes.
 pub const MAX_METADATA_BODY_BYTES: usize = 64 * 1024;
+/// Header of the file (see [`crate::framed_json`]).
+const METADATA_FRAME: Frame = Frame {
+    magic: MAGIC,
+    version: METADATA_FORMAT_VERSION,
+    max_body_bytes: MAX_METADATA_BODY_BYTES,
+};
 
 /// What a timeline must remember across restarts besides its layer files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,41 +74,12 @@ pub enum MetadataError {
 impl TimelineMetadata {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let body = serde_json::to_vec(self).expect("metadata serializes to JSON");
-        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&METADATA_FORMAT_VERSION.to_be_bytes());
-        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-        out.extend_from_slice(&body);
-        out
+        METADATA_FRAME.encode(self)
     }
 
     /// Parses and verifies the file's bytes; `Err` holds the reason.
     pub fn from_bytes(buf: &[u8]) -> Result<TimelineMetadata, String> {
-        if buf.len() < HEADER_BYTES {
-            return Err(format!("{} bytes is shorter than the header", buf.len()));
-        }
-        if &buf[0..4] != MAGIC {
-            return Err("bad magic".into());
-        }
-        let version = u16::from_be_bytes([buf[4], buf[5]]);
-        if version != METADATA_FORMAT_VERSION {
-            return Err(format!("unsupported format version {version}"));
-        }
-        let len = u32::from_be_bytes([buf[6], buf[7], buf[8], buf[9]]) as usize;
-        if len > MAX_METADATA_BODY_BYTES || HEADER_BYTES + len != buf.len() {
-            return Err(format!(
-                "body length {len} does not match file length {}",
-                buf.len()
-            ));
-        }
-        let crc = u32::from_be_bytes([buf[10], buf[11], buf[12], buf[13]]);
-        let body = &buf[HEADER_BYTES..];
-        if crc32c::crc32c(body) != crc {
-            return Err("checksum mismatch".into());
-        }
-        serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))
+        METADATA_FRAME.decode(buf)
     }
 
     /// Writes the file durably.
@@ -121,7 +99,7 @@ impl TimelineMetadata {
             path: display(),
             source,
         })?;
-        if meta.len() > (HEADER_BYTES + MAX_METADATA_BODY_BYTES) as u64 {
+        if meta.len() > METADATA_FRAME.max_file_bytes() {
             return Err(MetadataError::Corrupt {
                 path: display(),
                 reason: format!("file is {} bytes", meta.len()),

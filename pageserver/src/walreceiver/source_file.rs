@@ -19,14 +19,21 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::framed_json::Frame;
+
 /// Name of the file in a timeline directory.
 pub const WAL_SOURCE_FILE_NAME: &str = "wal_source.json";
 const MAGIC: &[u8; 4] = b"NWSR";
 /// Current version of the file format.
 pub const WAL_SOURCE_FORMAT_VERSION: u16 = 1;
-const HEADER_BYTES: usize = 4 + 2 + 4 + 4;
 /// Upper bound on the body (a connection string and a slot name).
 pub const MAX_WAL_SOURCE_BODY_BYTES: usize = 16 * 1024;
+/// Header of the file (see [`crate::framed_json`]).
+const WAL_SOURCE_FRAME: Frame = Frame {
+    magic: MAGIC,
+    version: WAL_SOURCE_FORMAT_VERSION,
+    max_body_bytes: MAX_WAL_SOURCE_BODY_BYTES,
+};
 
 /// What is persisted: the request as given (the password, if any, included).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,41 +65,12 @@ pub enum SourceFileError {
 impl WalSourceFile {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let body = serde_json::to_vec(self).expect("a WAL source serializes to JSON");
-        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&WAL_SOURCE_FORMAT_VERSION.to_be_bytes());
-        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-        out.extend_from_slice(&body);
-        out
+        WAL_SOURCE_FRAME.encode(self)
     }
 
     /// Parses and verifies the file's bytes; `Err` holds the reason.
     pub fn from_bytes(buf: &[u8]) -> Result<WalSourceFile, String> {
-        if buf.len() < HEADER_BYTES {
-            return Err(format!("{} bytes is shorter than the header", buf.len()));
-        }
-        if &buf[0..4] != MAGIC {
-            return Err("bad magic".into());
-        }
-        let version = u16::from_be_bytes([buf[4], buf[5]]);
-        if version != WAL_SOURCE_FORMAT_VERSION {
-            return Err(format!("unsupported format version {version}"));
-        }
-        let len = u32::from_be_bytes([buf[6], buf[7], buf[8], buf[9]]) as usize;
-        if len > MAX_WAL_SOURCE_BODY_BYTES || HEADER_BYTES + len != buf.len() {
-            return Err(format!(
-                "body length {len} does not match file length {}",
-                buf.len()
-            ));
-        }
-        let crc = u32::from_be_bytes([buf[10], buf[11], buf[12], buf[13]]);
-        let body = &buf[HEADER_BYTES..];
-        if crc32c::crc32c(body) != crc {
-            return Err("checksum mismatch".into());
-        }
-        serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))
+        WAL_SOURCE_FRAME.decode(buf)
     }
 
     /// Writes `<timeline_dir>/wal_source.json` durably.
@@ -120,7 +98,7 @@ impl WalSourceFile {
                 })
             }
         };
-        if meta.len() > (HEADER_BYTES + MAX_WAL_SOURCE_BODY_BYTES) as u64 {
+        if meta.len() > WAL_SOURCE_FRAME.max_file_bytes() {
             return Err(SourceFileError::Corrupt {
                 path: display(),
                 reason: format!("file is {} bytes", meta.len()),
