@@ -69,40 +69,28 @@ def run(argv, env=None, pg_user=False, check=True, timeout=3600) -> str:
     return res.stdout
 
 
-def psql(port: int, sql: str, user: str = "cloud_admin") -> str:
-    return run(
-        [
-            PG / "bin" / "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            port,
-            "-U",
-            user,
-            "-XAtq",
-            "-c",
-            sql,
-            "postgres",
-        ]
-    ).strip()
+def psql_argv(port: int, user: str, *sql: str) -> list:
+    """psql running each of `sql` in one session against database postgres."""
+    argv = [
+        PG / "bin" / "psql",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-U",
+        user,
+        "-XAtq",
+    ]
+    for statement in sql:
+        argv += ["-c", statement]
+    return [*argv, "postgres"]
 
 
 def wait_query(port: int, user: str, deadline_s: float = 120) -> None:
     until = time.monotonic() + deadline_s
     while True:
         res = subprocess.run(
-            [
-                PG / "bin" / "psql",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                user,
-                "-XAtqc",
-                "select 1",
-                "postgres",
-            ],
+            psql_argv(port, user, "select 1"),
             capture_output=True,
             check=False,
         )
@@ -140,21 +128,12 @@ def read_latency_us(port: int, user: str, scale: int) -> tuple[float, int]:
     """Mean µs per block read of a cold random index lookup, and the block count."""
     ids = ",".join(str(1 + (i * 7919) % (scale * 100000)) for i in range(300))
     plan = run(
-        [
-            PG / "bin" / "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
+        psql_argv(
             port,
-            "-U",
             user,
-            "-XAtq",
-            "-c",
             "set track_io_timing = on",
-            "-c",
             f"explain (analyze, buffers) select abalance from pgbench_accounts where aid in ({ids})",
-            "postgres",
-        ]
+        )
     )
     # The top node's lines (before "Planning:") count the whole execution.
     execution = plan.split("Planning:")[0]
